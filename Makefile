@@ -1,0 +1,89 @@
+# racf-vm: see README.md. Every target that needs something installs it (make deps).
+SHELL := /bin/bash
+PREFIX ?= /usr/local
+DESTDIR ?=
+VENV ?= /opt/racf-vm/venv
+SYSCONFDIR ?= /etc/racf-vm
+STATEDIR ?= /var/lib/racf-vm
+SHIM_PATH ?= /usr/local/racf/vm
+PY := $(VENV)/bin/python
+
+# The test copy of the shim and the starter stand-in (root-owned, outside the repo).
+TEST_LIBEXEC ?= /usr/local/libexec/racf-vm-test
+TEST_CONFIG ?= /etc/racf-vm-test/racf-vm.toml
+
+DEBIAN_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients \
+	python3-libvirt qemu-system-x86 qemu-utils libguestfs-tools python3-guestfs \
+	linux-image-amd64 busybox-static mmdebstrap e2fsprogs python3-venv python3-psutil \
+	iptables nftables python3-nftables python3-iptables conntrack dnsmasq-base \
+	gcc libc6-dev make iproute2 curl zstd xz-utils passwd
+
+.PHONY: all deps build install uninstall test-setup test unit demo bench fuzz clean
+
+all: build
+
+# Idempotent: apt-get only when a package is missing; pip only when requirements changed.
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@if [ ! -x $(PY) ]; then /usr/bin/python3 -m venv --system-site-packages $(VENV); fi
+	@stamp=$(VENV)/.racf-deps-$$(sha256sum requirements-dev.txt | cut -c1-16); \
+	if [ ! -e $$stamp ]; then \
+		$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt && touch $$stamp; \
+	fi
+	@$(PY) -c 'import libvirt, guestfs, psutil, classad2, click' && echo "deps: ok"
+
+build:
+	$(MAKE) -C wrapper SHIM_OUT=racf-vm-shim
+	$(MAKE) -C tests/starter
+
+install: build
+	install -d -m 0755 $(DESTDIR)$(dir $(SHIM_PATH)) $(DESTDIR)$(PREFIX)/sbin \
+		$(DESTDIR)$(PREFIX)/share/racf-vm/guest $(DESTDIR)$(PREFIX)/share/racf-vm/examples
+	install -o root -g root -m 4755 wrapper/racf-vm-shim $(DESTDIR)$(SHIM_PATH)
+	install -o root -g root -m 0644 images.d/guest/runner.sh $(DESTDIR)$(PREFIX)/share/racf-vm/guest/runner.sh
+	install -o root -g root -m 0644 images.d/*.toml $(DESTDIR)$(PREFIX)/share/racf-vm/examples/
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+		$(if $(DESTDIR),--root $(DESTDIR)) .
+	rm -rf build racf_vm.egg-info
+	ln -sf $(VENV)/bin/racf-vm $(DESTDIR)$(PREFIX)/sbin/racf-vm
+	install -d -o root -g root -m 0755 $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(SYSCONFDIR)/images.d
+	test -e $(DESTDIR)$(SYSCONFDIR)/racf-vm.toml || \
+		install -o root -g root -m 0644 etc/racf-vm.toml $(DESTDIR)$(SYSCONFDIR)/racf-vm.toml
+	install -d -o root -g root -m 0711 $(DESTDIR)$(STATEDIR) $(DESTDIR)$(STATEDIR)/jobs
+	install -d -o root -g root -m 0755 $(DESTDIR)$(STATEDIR)/images
+
+uninstall:
+	rm -f $(DESTDIR)$(SHIM_PATH) $(DESTDIR)$(PREFIX)/sbin/racf-vm
+	rm -rf $(DESTDIR)$(PREFIX)/share/racf-vm
+	-$(PY) -m pip uninstall -y -q racf-vm
+
+# A second shim compiled against the test config, and the starter stand-in.
+test-setup: install
+	$(MAKE) -C wrapper SHIM_OUT=racf-vm-shim-test RACF_CONFIG=$(TEST_CONFIG) RACF_PYTHON=$(PY)
+	install -d -o root -g root -m 0755 $(TEST_LIBEXEC) $(dir $(TEST_CONFIG))
+	install -o root -g root -m 4755 wrapper/racf-vm-shim-test $(TEST_LIBEXEC)/vm
+	install -o root -g root -m 0755 tests/starter/condor_starter $(TEST_LIBEXEC)/condor_starter
+
+test: deps test-setup
+	$(PY) -m pytest -p no:cacheprovider tests
+
+unit: deps
+	$(PY) -m pytest -p no:cacheprovider tests/unit
+
+demo: deps test-setup
+	$(PY) -m tests.demo
+
+bench: deps test-setup
+	$(PY) -m tests.bench
+
+fuzz: deps
+	FUZZ_EXAMPLES=20000 $(PY) -m pytest -p no:cacheprovider tests/fuzz
+
+clean:
+	$(MAKE) -C wrapper clean
+	$(MAKE) -C tests/starter clean
+	rm -rf build racf_vm.egg-info

@@ -1,0 +1,1 @@
+"""racf-vm: boot a per-job virtual machine from an HTCondor vanilla job."""

@@ -1,0 +1,208 @@
+"""The administrator's command line: ``racf-vm gc|doctor|policy|images``.
+
+One exit path: every RacfError becomes one line ``racf-vm: ...`` and its sysexits status;
+``-v`` adds the detail.
+"""
+
+import logging
+import os
+import stat
+import sys
+
+import click
+
+from . import catalog, config as config_mod, errors, pathtrust
+from .errors import RacfError
+
+DEFAULT_CONFIG = "/etc/racf-vm/racf-vm.toml"
+
+
+class _Ctx:
+    def __init__(self, config_path: str, verbose: bool):
+        self.config_path = config_path
+        self.verbose = verbose
+        self._config = None
+
+    @property
+    def config(self):
+        if self._config is None:
+            pathtrust.check_trusted_file(self.config_path)
+            self._config = config_mod.load_config(self.config_path)
+        return self._config
+
+
+@click.group()
+@click.option("--config", "config_path", default=DEFAULT_CONFIG, show_default=True, help="Site configuration file.")
+@click.option("-v", "--verbose", is_flag=True, help="Show details and debug logging.")
+@click.pass_context
+def cli(ctx, config_path, verbose):
+    """Boot per-job virtual machines for HTCondor vanilla jobs (administration)."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="racf-vm: %(message)s",
+    )
+    ctx.obj = _Ctx(config_path, verbose)
+
+
+@cli.command()
+@click.pass_obj
+def gc(obj):
+    """Remove domains and job directories whose wrapper is gone."""
+    from . import domain, gc as gc_mod
+
+    cfg = obj.config
+    conn = domain.open_connection(cfg.libvirt.uri, cfg.timeouts.libvirt_connect)
+    try:
+        report = gc_mod.collect(conn, cfg.paths.state_dir)
+    finally:
+        conn.close()
+    click.echo(
+        f"removed {len(report.domains)} domain(s), {len(report.job_dirs)} job dir(s); "
+        f"{len(report.kept)} still in use"
+    )
+
+
+@cli.group()
+def policy():
+    """Check or explain the site's trust policy."""
+
+
+@policy.command("check")
+@click.pass_obj
+def policy_check(obj):
+    """Validate config, catalog and file trust; one line per problem."""
+    problems = list(_policy_problems(obj))
+    for line in problems:
+        click.echo(line)
+    if problems:
+        raise errors.ConfigError(f"{len(problems)} problem(s) found")
+    click.echo("policy: ok")
+
+
+def _policy_problems(obj):
+    try:
+        cfg = obj.config
+    except RacfError as exc:
+        yield f"{obj.config_path}: {exc.message}"
+        return
+    try:
+        cat = catalog.load_catalog(cfg.paths.catalog_dir, check_trust=pathtrust.check_trusted_file)
+    except RacfError as exc:
+        yield f"{cfg.paths.catalog_dir}: {exc.message}"
+        return
+    from . import imageheader
+
+    for name in sorted(cat.names()):
+        entry = cat.lookup(name)
+        for path in (entry.path, entry.boot.kernel, entry.boot.initrd):
+            if not path:
+                continue
+            try:
+                pathtrust.check_trusted_file(path)
+            except RacfError as exc:
+                yield f"{name}: {exc.message}"
+        try:
+            imageheader.validate_base_image(entry.path, entry.format)
+        except (RacfError, OSError) as exc:
+            yield f"{name}: {entry.path}: {exc}"
+    try:
+        pathtrust.check_trusted_file(cfg.paths.runner)
+    except RacfError as exc:
+        yield f"runner: {exc.message}"
+
+
+@policy.command("explain")
+@click.argument("image")
+@click.pass_obj
+def policy_explain(obj, image):
+    """Show how jobs asking for IMAGE are run: trust, network, sizing."""
+    cfg = obj.config
+    cat = catalog.load_catalog(cfg.paths.catalog_dir, check_trust=pathtrust.check_trusted_file)
+    entry = cat.lookup(image)
+    s = cfg.sizing
+    click.echo(f"image:    {entry.name} ({entry.format}, {entry.path})")
+    click.echo(f"trust:    {entry.trust}")
+    if entry.trust == "trusted":
+        net = cfg.network.trusted_bridge
+        click.echo(f"network:  {'site bridge ' + net if net else 'none (no network interface)'}")
+        click.echo("firewall: no per-job rules (trusted images run the job as the job user, never root)")
+    else:
+        click.echo("network:  untrusted NAT network (not available on this node: jobs are refused)")
+    click.echo(
+        f"sizing:   CPUs from the slot's cgroup; memory = min(slot memory, CPUs x "
+        f"{s.memory_per_core_mib} MiB); at least {s.min_memory_mib} MiB and {s.min_cpus} CPU(s)"
+    )
+    boot = entry.boot
+    how = f"kernel {boot.kernel}, initrd {boot.initrd}" if boot.method == "kernel" else "its own bootloader"
+    click.echo(f"boot:     {how}")
+    click.echo(f"context:  written to {entry.context.filesystem} with libguestfs")
+
+
+@cli.command()
+@click.pass_obj
+def doctor(obj):
+    """Check that this node can run VM jobs."""
+    failures = 0
+    for ok, line in _doctor_checks(obj):
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {line}")
+        failures += not ok
+    if failures:
+        raise errors.ConfigError(f"{failures} check(s) failed")
+
+
+def _doctor_checks(obj):
+    yield os.geteuid() == 0, "running as root"
+    try:
+        cfg = obj.config
+        yield True, f"config {obj.config_path}"
+    except RacfError as exc:
+        yield False, f"config: {exc.message}"
+        return
+    from . import accel, domain, libvirt_policy
+
+    shim = "/usr/local/racf/vm"
+    try:
+        st = os.stat(shim)
+        yield bool(st.st_mode & stat.S_ISUID) and st.st_uid == 0, f"{shim} is setuid root"
+    except FileNotFoundError:
+        yield False, f"{shim} is not installed (make install)"
+    try:
+        libvirt_policy.check_qemu_conf()
+        yield True, "qemu.conf does not run qemu as root"
+    except RacfError as exc:
+        yield False, exc.message
+    try:
+        conn = domain.open_connection(cfg.libvirt.uri, cfg.timeouts.libvirt_connect)
+        conn.close()
+        yield True, f"libvirtd reachable at {cfg.libvirt.uri}"
+    except RacfError as exc:
+        yield False, exc.message
+    try:
+        kind = accel.choose_accel(cfg.libvirt.accel, cfg.paths.state_dir, cfg.libvirt.emulator)
+        yield True, f"accelerator: {kind}"
+    except RacfError as exc:
+        yield False, exc.message
+    for line in _policy_problems(obj):
+        yield False, line
+
+
+def main(argv=None) -> int:
+    try:
+        cli.main(args=argv, prog_name="racf-vm", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("racf-vm: aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        click.echo(f"racf-vm: {exc.format_message()}; see racf-vm --help", err=True)
+        return errors.EX_USAGE
+    except RacfError as exc:
+        click.echo(f"racf-vm: {exc.message}", err=True)
+        if exc.detail and "-v" in (argv or sys.argv):
+            click.echo(exc.detail, err=True)
+        return exc.exit_status
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

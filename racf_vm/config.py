@@ -1,0 +1,246 @@
+"""The site configuration, ``/etc/racf-vm/racf-vm.toml``.
+
+Every setting has a safe default, so an empty file is a valid configuration. Unknown
+keys are errors (a misspelt limit must not silently fall back to its default), each value
+is type- and range-checked, and every message names the file and, when it can be found,
+the line. File trust (owner, mode, every path component) is the caller's job: this module
+only turns trusted bytes into frozen values.
+"""
+
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+from .tomlutil import TableReader, decode_toml
+
+_USER_RE = r"[a-z_][a-z0-9_-]{0,31}"
+_IFACE_RE = r"[A-Za-z0-9_.-]{1,15}"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where racf-vm finds its catalog and keeps its state (all root-owned)."""
+
+    catalog_dir: str = "/etc/racf-vm/images.d"
+    state_dir: str = "/var/lib/racf-vm"
+    image_dir: str = "/var/lib/racf-vm/images"
+    runner: str = "/usr/local/share/racf-vm/guest/runner.sh"  # injected into each guest
+
+
+@dataclass(frozen=True)
+class ParentConfig:
+    """The only binary accepted as the wrapper's parent (compare with STARTER)."""
+
+    starter: str = "/usr/sbin/condor_starter"
+
+
+@dataclass(frozen=True)
+class SizingConfig:
+    """How a slot's CPUs and memory become a VM size (see racf_vm.sizing)."""
+
+    memory_per_core_mib: int = 2048
+    min_memory_mib: int = 256
+    min_cpus: int = 1
+    max_cpus: int = 0  # 0 = as many as the host has
+    overhead_mib: int = 0  # kept free in the slot for QEMU itself
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Caps on what a job may hand us; all sizes in bytes."""
+
+    min_uid: int = 1000
+    max_job_ad_bytes: int = 1048576
+    max_env_bytes: int = 1048576
+    max_args: int = 4096
+    max_arg_bytes: int = 131072
+    max_input_bytes: int = 1073741824
+    max_output_bytes: int = 1073741824
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    """Seconds; every wait racf-vm does is bounded by one of these."""
+
+    contextualize: float = 600.0
+    boot: float = 600.0  # until the guest reports `started`
+    job: float = 604800.0
+    shutdown_grace: float = 30.0
+    poweroff: float = 60.0  # after `exit N` until the domain ends
+    libvirt_connect: float = 30.0
+
+
+@dataclass(frozen=True)
+class LibvirtConfig:
+    """How domains are defined and where QEMU runs."""
+
+    uri: str = "qemu:///system"
+    accel: str = "auto"  # auto | kvm | tcg
+    qemu_user: str = "libvirt-qemu"
+    qemu_group: str = "kvm"
+    emulator: str = "/usr/bin/qemu-system-x86_64"
+    machine: str = "pc"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Networking of trusted images (untrusted ones always use netpolicy's network)."""
+
+    trusted_bridge: str = ""  # empty: trusted images get no NIC
+
+
+@dataclass(frozen=True)
+class GuestfsConfig:
+    """libguestfs settings for contextualization."""
+
+    backend: str = "direct"
+    memsize_mib: int = 512
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole site configuration."""
+
+    log_level: str = "warning"  # debug | info | warning | error | critical
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    parent: ParentConfig = field(default_factory=ParentConfig)
+    sizing: SizingConfig = field(default_factory=SizingConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    libvirt: LibvirtConfig = field(default_factory=LibvirtConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    guestfs: GuestfsConfig = field(default_factory=GuestfsConfig)
+
+
+def _paths(r: TableReader) -> PathsConfig:
+    d = PathsConfig()
+    return PathsConfig(
+        catalog_dir=r.path("catalog_dir", d.catalog_dir),
+        state_dir=r.path("state_dir", d.state_dir),
+        image_dir=r.path("image_dir", d.image_dir),
+        runner=r.path("runner", d.runner),
+    )
+
+
+def _parent(r: TableReader) -> ParentConfig:
+    return ParentConfig(starter=r.path("starter", ParentConfig.starter))
+
+
+def _sizing(r: TableReader) -> SizingConfig:
+    d = SizingConfig()
+    s = SizingConfig(
+        memory_per_core_mib=r.integer("memory_per_core_mib", d.memory_per_core_mib, minimum=1,
+                                      maximum=2**30),
+        min_memory_mib=r.integer("min_memory_mib", d.min_memory_mib, minimum=1, maximum=2**30),
+        min_cpus=r.integer("min_cpus", d.min_cpus, minimum=1, maximum=4096),
+        max_cpus=r.integer("max_cpus", d.max_cpus, minimum=0, maximum=4096),
+        overhead_mib=r.integer("overhead_mib", d.overhead_mib, minimum=0, maximum=2**30),
+    )
+    if s.max_cpus and s.max_cpus < s.min_cpus:
+        raise r.fail("max_cpus", f"{s.max_cpus} is below min_cpus ({s.min_cpus})")
+    if s.memory_per_core_mib * s.min_cpus < s.min_memory_mib:
+        # Otherwise every job would be refused as "slot too small" whatever its slot.
+        raise r.fail("memory_per_core_mib",
+                     f"{s.memory_per_core_mib} x min_cpus {s.min_cpus} is below "
+                     f"min_memory_mib ({s.min_memory_mib})")
+    return s
+
+
+def _limits(r: TableReader) -> LimitsConfig:
+    d = LimitsConfig()
+    big = 2**40
+    return LimitsConfig(
+        min_uid=r.integer("min_uid", d.min_uid, minimum=1, maximum=2**32 - 2),
+        max_job_ad_bytes=r.integer("max_job_ad_bytes", d.max_job_ad_bytes, minimum=1,
+                                   maximum=2**30),
+        max_env_bytes=r.integer("max_env_bytes", d.max_env_bytes, minimum=1, maximum=2**30),
+        max_args=r.integer("max_args", d.max_args, minimum=1, maximum=2**20),
+        max_arg_bytes=r.integer("max_arg_bytes", d.max_arg_bytes, minimum=1, maximum=2**30),
+        max_input_bytes=r.integer("max_input_bytes", d.max_input_bytes, minimum=1,
+                                  maximum=big),
+        max_output_bytes=r.integer("max_output_bytes", d.max_output_bytes, minimum=1,
+                                   maximum=big),
+    )
+
+
+def _timeouts(r: TableReader) -> TimeoutsConfig:
+    d = TimeoutsConfig()
+    return TimeoutsConfig(
+        contextualize=r.seconds("contextualize", d.contextualize),
+        boot=r.seconds("boot", d.boot),
+        job=r.seconds("job", d.job),
+        shutdown_grace=r.seconds("shutdown_grace", d.shutdown_grace),
+        poweroff=r.seconds("poweroff", d.poweroff),
+        libvirt_connect=r.seconds("libvirt_connect", d.libvirt_connect),
+    )
+
+
+def _libvirt(r: TableReader) -> LibvirtConfig:
+    d = LibvirtConfig()
+    return LibvirtConfig(
+        uri=r.string("uri", d.uri, pattern=r"[a-z0-9+]+://[^\s]*", allow_empty=False),
+        accel=r.choice("accel", d.accel, ("auto", "kvm", "tcg")),
+        qemu_user=r.string("qemu_user", d.qemu_user, pattern=_USER_RE, allow_empty=False),
+        qemu_group=r.string("qemu_group", d.qemu_group, pattern=_USER_RE, allow_empty=False),
+        emulator=r.path("emulator", d.emulator),
+        machine=r.string("machine", d.machine, pattern=r"[A-Za-z0-9_.-]{1,64}",
+                         allow_empty=False),
+    )
+
+
+def _network(r: TableReader) -> NetworkConfig:
+    return NetworkConfig(
+        trusted_bridge=r.string("trusted_bridge", NetworkConfig.trusted_bridge,
+                                pattern=_IFACE_RE),
+    )
+
+
+def _guestfs(r: TableReader) -> GuestfsConfig:
+    d = GuestfsConfig()
+    return GuestfsConfig(
+        backend=r.string("backend", d.backend, pattern=r"[a-z]+(:[^\s]+)?", allow_empty=False),
+        memsize_mib=r.integer("memsize_mib", d.memsize_mib, minimum=128, maximum=2**20),
+    )
+
+
+_SECTIONS = {
+    "paths": _paths,
+    "parent": _parent,
+    "sizing": _sizing,
+    "limits": _limits,
+    "timeouts": _timeouts,
+    "libvirt": _libvirt,
+    "network": _network,
+    "guestfs": _guestfs,
+}
+
+
+def parse_config(data: bytes, source: str) -> Config:
+    """Turn the bytes of a (trusted) config file into a Config, or raise ConfigError.
+
+    ``source`` is the file name used in messages.
+    """
+    doc, text = decode_toml(data, source)
+    top = TableReader(doc, source, text, None)
+    parts: dict = {
+        "log_level": top.choice("log_level", Config.log_level, LOG_LEVELS),
+    }
+    for name, build in _SECTIONS.items():
+        table = top.raw(name, {})
+        reader = TableReader(table, source, text, name)
+        parts[name] = build(reader)
+        reader.finish()
+    top.finish()
+    return Config(**parts)
+
+
+def load_config(path: str) -> Config:
+    """Read and parse ``path``. The caller has already checked that the file is trusted."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(4 * 1024 * 1024 + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the configuration: {e.strerror}") from None
+    if len(data) > 4 * 1024 * 1024:
+        raise ConfigError(f"{path}: configuration file larger than 4 MiB")
+    return parse_config(data, path)

@@ -1,0 +1,302 @@
+"""The setuid shim (wrapper/racf-vm-shim.c), run as an unprivileged user in a hostile setup.
+
+A test build of the shim execs a probe module (shim_probe.py) instead of
+racf_vm.wrapper_main; the probe reports what the Python side would receive. The probe
+lives in a throw-away venv so that `python -I` finds it without touching the system.
+"""
+
+import ctypes
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = "/etc/racf-vm-test/probe.toml"  # only passed through; never read by the probe
+SAFE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+NOT_SETUID = ("racf-vm: not installed setuid root (or no_new_privs is set); "
+              "ask your administrator\n")
+
+
+class Shim:
+    def __init__(self, root: Path):
+        self.root = root
+        self.python = str(root / "venv/bin/python3")
+        self.path = str(root / "vm")           # root:root 4755
+        self.nosuid = str(root / "vm-nosuid")  # same binary, 0755
+        self.argv0_empty = str(root / "exec-empty-argv")
+
+
+@pytest.fixture(scope="module")
+def shim(job_user):
+    parent = Path("/var/cache/racf-vm-test")
+    parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="shim-", dir=parent))
+    os.chmod(root, 0o755)
+    s = Shim(root)
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(root / "venv")],
+                   check=True)
+    site = next((root / "venv/lib").glob("python3*/site-packages"))
+    shutil.copy(REPO / "tests/integration/shim_probe.py", site / "racf_shim_probe.py")
+    subprocess.run(
+        ["make", "-s", "-C", str(REPO / "wrapper"), f"SHIM_OUT={s.path}",
+         f"RACF_PYTHON={s.python}", "RACF_ENTRY=racf_shim_probe", f"RACF_CONFIG={CONFIG}"],
+        check=True,
+    )
+    os.chown(s.path, 0, 0)
+    os.chmod(s.path, 0o4755)
+    shutil.copy(s.path, s.nosuid)
+    os.chmod(s.nosuid, 0o755)
+    # A caller that execs with argc == 0 (the kernel may turn that into argv = {""}).
+    src = root / "exec-empty-argv.c"
+    src.write_text('#include <unistd.h>\nint main(int c, char **v) { (void)c;\n'
+                   '  char *a[] = {0}; char *e[] = {"GCONV_PATH=.", "X=--evil", 0};\n'
+                   '  execve(v[1], a, e); return 127; }\n')
+    subprocess.run(["cc", "-o", s.argv0_empty, str(src)], check=True)
+    yield s
+    shutil.rmtree(root)
+
+
+@pytest.fixture
+def evil(job_user):
+    """A user-owned directory full of traps; every trap creates a marker file if sprung."""
+    d = Path(tempfile.mkdtemp(prefix="racf-evil-"))
+    os.chmod(d, 0o755)
+    m = d / "markers"
+    m.mkdir(mode=0o777)
+    for mod in ("sitecustomize", "usercustomize", "racf_shim_probe", "json", "encodings"):
+        (d / f"{mod}.py").write_text(f"open({str(m / mod)!r}, 'w').close()\n")
+    (d / "startup.py").write_text(f"open({str(m / 'startup')!r}, 'w').close()\n")
+    for prog in ("python3", "sh", "iptables"):
+        p = d / prog
+        p.write_text(f"#!/bin/sh\ntouch {m / prog}\n")
+        p.chmod(0o755)
+    so_src = d / "evil.c"
+    so_src.write_text('#include <fcntl.h>\n#include <unistd.h>\n__attribute__((constructor))'
+                      f' static void f(void) {{ close(open("{m}/preload", O_CREAT|O_WRONLY, 0644)); }}\n')
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(d / "evil.so"), str(so_src)], check=True)
+    for p in [d, *d.rglob("*")]:
+        os.lchown(p, job_user.pw_uid, job_user.pw_gid)
+    yield d
+    shutil.rmtree(d)
+
+
+def as_user(uid, *, umask=None, limits=(), close=(), nnp=False):
+    """preexec_fn: drop to uid (gid = uid), then make the process hostile."""
+    def fn():
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        if umask is not None:
+            os.umask(umask)
+        for res, val in limits:
+            resource.setrlimit(res, val)
+        for fd in close:
+            os.close(fd)
+        if nnp:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+                raise OSError(ctypes.get_errno(), "prctl")
+    return fn
+
+
+def run(cmd, *, env=None, uid=2501, timeout=60, **kw):
+    kw.setdefault("preexec_fn", as_user(uid))
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run(cmd, env=SAFE_ENV if env is None else env, capture_output=True,
+                          timeout=timeout, cwd="/", **kw)
+
+
+def probe(shim, args=(), **kw):
+    r = run([shim.path, *args], **kw)
+    assert r.returncode == 0, (r.returncode, r.stderr.decode())
+    return json.loads(r.stdout)
+
+
+def test_hostile_caller(shim, evil, job_user):
+    """Env, fds, umask, rlimits, cwd, credentials of a hostile caller do not get through."""
+    m = evil / "markers"
+    env = {
+        "LD_PRELOAD": str(evil / "evil.so"),
+        "LD_LIBRARY_PATH": str(evil),
+        "GCONV_PATH": str(evil),
+        "PYTHONPATH": str(evil),
+        "PYTHONHOME": str(evil),
+        "PYTHONINSPECT": "1",
+        "PYTHONSTARTUP": str(evil / "startup.py"),
+        "PYTHONUSERBASE": str(evil),
+        "PATH": f"{evil}:/usr/bin:/bin",
+        "BASH_FUNC_x%%": "() { touch /tmp/pwned; }",
+        "BASH_ENV": str(evil / "startup.py"),
+        "IFS": "/",
+        "LANG": "xx_XX.evil",
+        "XTABLES_LIBDIR": str(evil),
+        "WEIRD": "a\nb=c\x01",
+    }
+    user_file = os.open(evil / "startup.py", os.O_RDONLY)
+    sock_a, sock_b = socket.socketpair()
+    high = os.dup2(user_file, 200, inheritable=True)
+    # Soft limits only: restoring these never needs CAP_SYS_RESOURCE (see test_hard_limits).
+    inf = resource.RLIM_INFINITY
+    limits = [
+        (resource.RLIMIT_NOFILE, (16, resource.getrlimit(resource.RLIMIT_NOFILE)[1])),
+        (resource.RLIMIT_FSIZE, (1024, inf)),
+        (resource.RLIMIT_CORE, (1 << 30, inf)),
+        (resource.RLIMIT_STACK, (1 << 20, inf)),
+        (resource.RLIMIT_AS, (512 << 20, inf)),
+        (resource.RLIMIT_DATA, (256 << 20, inf)),
+        (resource.RLIMIT_NPROC, (1, resource.getrlimit(resource.RLIMIT_NPROC)[1])),
+    ]
+    user_args = ["-i", "sl_53", "a b", "", "--config", "/tmp/evil.toml", "x\ny", "\u00e9"]
+    try:
+        out = probe(shim, user_args, env=env,
+                    preexec_fn=as_user(job_user.pw_uid, umask=0, limits=limits),
+                    pass_fds=(user_file, sock_a.fileno(), high))
+    finally:
+        os.close(user_file)
+        os.close(high)
+        sock_a.close()
+        sock_b.close()
+
+    # The exact command line of the contract, the user's argv verbatim after "--".
+    assert out["orig_argv"] == [
+        shim.python, "-I", "-B", "-m", "racf_shim_probe", "--config", CONFIG,
+        "--caller-uid", str(job_user.pw_uid), "--caller-gid", str(job_user.pw_gid),
+        "--env-fd", "3", "--", *user_args,
+    ]
+    assert out["argv_hex"][-len(user_args):] == [a.encode().hex() for a in user_args]
+    assert out["flags"] == {"isolated": 1, "dont_write_bytecode": 1, "inspect": 0}
+    assert out["executable"] == shim.python and out["prefix"] == str(shim.root / "venv")
+    # Environment: exactly the fixed allowlist; nothing loaded from the user's directory.
+    assert out["environ"] == SAFE_ENV
+    assert out["modules_from_tmp"] == []
+    assert sorted(os.listdir(m)) == []
+    # The caller's environment arrives as data only, on a sealed memfd at fd 3.
+    assert out["env_blob"][-1] == ""  # every entry is NUL-terminated
+    blob = out["env_blob"][:-1]
+    for k in ("PYTHONPATH", "PYTHONINSPECT", "PATH", "BASH_FUNC_x%%", "WEIRD", "LANG"):
+        assert f"{k}={env[k]}" in blob
+    assert not any(e.startswith("LD_PRELOAD=") for e in blob)  # glibc's AT_SECURE scrub
+    assert out["seals"] == 0b1111  # F_SEAL_SEAL | SHRINK | GROW | WRITE
+    assert out["fd3_cloexec"] is False
+    assert out["fds"]["3"].startswith("/memfd:racf-vm-env")
+    # No inherited fd survives; 0-2 are the ones we gave.
+    assert sorted(out["fds"]) == ["0", "1", "2", "3"]
+    assert out["umask"] == "0077"
+    rl = {k: tuple(v) for k, v in out["rlimits"].items()}
+    assert rl["RLIMIT_CORE"] == (0, 0)
+    assert rl["RLIMIT_NOFILE"] == (4096, 4096)
+    assert rl["RLIMIT_FSIZE"] == (inf, inf)
+    assert rl["RLIMIT_AS"] == (inf, inf)
+    assert rl["RLIMIT_DATA"] == (inf, inf)
+    assert rl["RLIMIT_STACK"] == (8 << 20, inf)
+    assert rl["RLIMIT_NPROC"] == (65536, 65536)
+    assert out["resuid"] == [0, 0, 0] and out["resgid"] == [0, 0, 0]
+    assert out["groups"] == []
+    assert out["cwd"] == "/"
+
+
+def test_closed_stdio_is_repaired(shim, job_user):
+    r = subprocess.Popen([shim.path], env=SAFE_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, preexec_fn=as_user(job_user.pw_uid, close=(0,)))
+    out, err = r.communicate(timeout=60)
+    assert r.returncode == 0, err
+    # glibc already fills closed 0-2 in AT_SECURE processes (/dev/full for fd 0); the
+    # shim's own repair covers the rest. Either way fd 0 is no longer a free slot.
+    assert json.loads(out)["fds"]["0"] in ("/dev/null", "/dev/full")
+
+
+def _have_cap_sys_resource() -> bool:
+    with open("/proc/self/status") as f:
+        bnd = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    return bool(bnd & (1 << 24))
+
+
+@pytest.mark.parametrize("res,name,low", [
+    (resource.RLIMIT_FSIZE, "FSIZE", 1024),
+    (resource.RLIMIT_NOFILE, "NOFILE", 16),
+    (resource.RLIMIT_AS, "AS", 1 << 30),
+])
+def test_hard_limits(shim, job_user, res, name, low):
+    """A lowered hard limit is restored with CAP_SYS_RESOURCE, else a clean refusal."""
+    r = run([shim.path], preexec_fn=as_user(job_user.pw_uid, limits=[(res, (low, low))]))
+    if _have_cap_sys_resource():
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["rlimits"][f"RLIMIT_{name}"][0] > low
+    else:  # e.g. a container whose bounding set lacks it: root cannot raise hard limits
+        assert r.returncode == 77, r.stderr
+        assert r.stderr.decode() == (
+            f"racf-vm: the caller's hard RLIMIT_{name} ({low}) is too low and cannot be "
+            "raised; run racf-vm with the default resource limits\n")
+        assert r.stdout == b""
+
+
+def test_caller_identity_passed(shim):
+    out = probe(shim, uid=2502)
+    argv = out["orig_argv"]
+    assert argv[argv.index("--caller-uid") + 1] == "2502"
+    assert argv[argv.index("--caller-gid") + 1] == "2502"
+
+
+def test_empty_environment(shim):
+    out = probe(shim, env={})
+    assert out["env_blob"] == [""]  # empty memfd: no entries
+    assert out["environ"] == SAFE_ENV
+
+
+def test_not_setuid(shim):
+    r = run([shim.nosuid, "-i", "x"])
+    assert r.returncode == 77
+    assert r.stderr.decode() == NOT_SETUID
+    assert r.stdout == b""
+
+
+def test_no_new_privs(shim, job_user):
+    r = run([shim.path], preexec_fn=as_user(job_user.pw_uid, nnp=True))
+    assert r.returncode == 77
+    assert r.stderr.decode() == NOT_SETUID
+
+
+def test_empty_argv(shim):
+    r = run([shim.argv0_empty, shim.path])
+    assert r.returncode == 77, r
+    assert r.stderr.decode() == "racf-vm: refusing to run with an empty argument list\n"
+    assert r.stdout == b""
+
+
+@pytest.mark.parametrize("env", [
+    {f"V{i}": "x" for i in range(5000)},                     # too many entries
+    {f"BIG{i}": "y" * (100 << 10) for i in range(11)},       # more than 1 MiB in total
+])
+def test_oversized_environment(shim, env):
+    r = run([shim.path], env=env)
+    assert r.returncode == 64
+    err = r.stderr.decode()
+    assert err.startswith("racf-vm: the job environment is too large") and err.count("\n") == 1
+    assert r.stdout == b""
+
+
+def test_user_cannot_signal(shim, job_user):
+    """After setresuid(0,0,0) the caller has lost the right to signal or trace us."""
+    p = subprocess.Popen([shim.path, "--sleep"], env=SAFE_ENV, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=as_user(job_user.pw_uid))
+    try:
+        pid = json.loads(p.stdout.readline())["pid"]
+        assert pid == p.pid  # execve, never fork
+        r = run(["/bin/kill", "-STOP", str(pid)])
+        assert r.returncode != 0 and b"ermitted" in r.stderr
+        r = run(["/bin/kill", "-KILL", str(pid)])
+        assert r.returncode != 0
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.wait()

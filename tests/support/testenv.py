@@ -1,0 +1,228 @@
+"""The test site: users, images, config and catalog, and running a job like HTCondor does.
+
+Shared by the end-to-end tests, `make demo` and `make bench`. Everything lives in
+root-owned places outside the repository (security checks require it).
+"""
+
+import dataclasses
+import os
+import pwd
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_ETC = Path("/etc/racf-vm-test")
+TEST_CONFIG = TEST_ETC / "racf-vm.toml"
+TEST_CATALOG = TEST_ETC / "images.d"
+TEST_ROOT = Path("/var/lib/racf-vm-test")
+STATE_DIR = TEST_ROOT / "state"
+EXECUTE_DIR = TEST_ROOT / "execute"
+IMAGE_CACHE = Path("/var/cache/racf-vm-test")
+LIBEXEC = Path("/usr/local/libexec/racf-vm-test")
+SHIM = LIBEXEC / "vm"
+STARTER = LIBEXEC / "condor_starter"
+RUNNER = Path("/usr/local/share/racf-vm/guest/runner.sh")
+PYTHON = "/opt/racf-vm/venv/bin/python"
+
+JOB_USERS = {"racfjob": 2501, "racfjob2": 2502}
+
+
+def ensure_users() -> None:
+    for name, uid in JOB_USERS.items():
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["/usr/sbin/groupadd", "-g", str(uid), name], check=False)
+            subprocess.run(
+                ["/usr/sbin/useradd", "-u", str(uid), "-g", str(uid), "-M", "-d", "/nonexistent", "-s", "/bin/sh", name],
+                check=True,
+            )
+
+
+def build_image(kind: str) -> Path:
+    """Build (or reuse from the cache) a test image; returns its directory."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "tests/images/build.py"), kind, "--cache", str(IMAGE_CACHE)],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+def _image_toml(image_dir: Path) -> dict:
+    import tomllib
+
+    return tomllib.loads((image_dir / "image.toml").read_text())
+
+
+def catalog_entry(name: str, image_dir: Path, trust: str = "trusted") -> str:
+    meta = _image_toml(image_dir)
+    q = _toml_str
+    return "\n".join(
+        [
+            f"name = {q(name)}",
+            f"trust = {q(trust)}",
+            f"path = {q(str(image_dir / meta.get('disk', 'disk.qcow2')))}",
+            f"format = {q(meta.get('format', 'qcow2'))}",
+            f"sha256 = {q(meta['sha256'])}",
+            "",
+            "[boot]",
+            'method = "kernel"',
+            f"kernel = {q(str(image_dir / meta.get('kernel', 'vmlinuz')))}",
+            f"initrd = {q(str(image_dir / meta.get('initrd', 'initrd')))}",
+            f"cmdline = {q(meta['cmdline'])}",
+            "",
+            "[context]",
+            f"filesystem = {q(meta['root_device'])}",
+            "",
+        ]
+    )
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_site(images: dict, *, log_level: str = "warning", extra: str = "") -> None:
+    """Write the test config and catalog; ``images`` maps catalog name -> image dir."""
+    for d in (TEST_ETC, TEST_CATALOG, TEST_ROOT, STATE_DIR, EXECUTE_DIR):
+        d.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chown(d, 0, 0)
+        os.chmod(d, 0o755)
+    os.chmod(STATE_DIR, 0o711)
+    config = f"""# racf-vm test site (written by tests/support/testenv.py)
+log_level = "{log_level}"
+
+[paths]
+catalog_dir = "{TEST_CATALOG}"
+state_dir = "{STATE_DIR}"
+image_dir = "{IMAGE_CACHE}"
+runner = "{RUNNER}"
+
+[parent]
+starter = "{STARTER}"
+
+[sizing]
+memory_per_core_mib = 512
+min_memory_mib = 128
+
+[timeouts]
+contextualize = 300
+boot = 300
+shutdown_grace = 5
+poweroff = 60
+{extra}
+"""
+    _write_root_file(TEST_CONFIG, config)
+    wanted = {f"{name}.toml" for name in images}
+    for old in TEST_CATALOG.glob("*.toml"):
+        if old.name not in wanted:
+            old.unlink()
+    for name, (image_dir, trust) in images.items():
+        _write_root_file(TEST_CATALOG / f"{name}.toml", catalog_entry(name, image_dir, trust))
+
+
+def _write_root_file(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chown(tmp, 0, 0)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def classad_string(value: str) -> str:
+    """A ClassAd old-syntax string literal (backslash literal except before a quote)."""
+    if value.endswith("\\"):
+        raise ValueError("old ClassAd syntax cannot end a string with a backslash")
+    return '"' + value.replace('"', '\\"') + '"'
+
+
+def condor_args(args: Sequence[str]) -> str:
+    """VM_Args in HTCondor's V2 argument syntax (as a submit file's arguments would be)."""
+    from racf_vm.condor_args import quote_v2
+
+    return quote_v2(list(args))
+
+
+@dataclasses.dataclass
+class JobResult:
+    status: int  # the stand-in's exit status: the job's, or 128+signal
+    stdout: str
+    stderr: str
+    sandbox: Optional[Path]
+    seconds: float
+
+
+def job_command(
+    image: str = "busybox",
+    command: str = "/bin/sh",
+    args: Sequence[str] = (),
+    *,
+    env: dict = None,
+    user: str = "racfjob",
+    memory_mib: int = 512,
+    cpus: int = 1,
+    ads: Sequence[str] = (),
+    inputs: dict = None,
+    wrapper_args: Optional[Sequence[str]] = None,
+    job_argv: Optional[Sequence[str]] = None,
+    starter_opts: Sequence[str] = (),
+    keep_sandbox: bool = True,
+) -> list:
+    """The stand-in starter's command line for one job through the installed test shim."""
+    cmd = [
+        str(STARTER),
+        "--user", user,
+        "--execute", str(EXECUTE_DIR),
+        "--memory", str(memory_mib),
+        "--cpus", str(cpus),
+        "--ad", f"VM_Command = {classad_string(command)}",
+    ]
+    if args:
+        cmd += ["--ad", f"VM_Args = {classad_string(condor_args(args))}"]
+    for ad in ads:
+        cmd += ["--ad", ad]
+    for k, v in (env or {}).items():
+        cmd += ["--env", f"{k}={v}"]
+    for name, content in (inputs or {}).items():
+        cmd += ["--input", f"{name}={content}"]
+    if keep_sandbox:
+        cmd.append("--keep-sandbox")
+    cmd += list(starter_opts)
+    if job_argv is None:
+        job_argv = [str(SHIM)] + list(wrapper_args if wrapper_args is not None else ["-i", image])
+    return cmd + ["--"] + list(job_argv)
+
+
+def run_job(*args, timeout: float = 900, **kwargs) -> JobResult:
+    """Run one job to the end; see job_command for the arguments."""
+    cmd = job_command(*args, **kwargs)
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    seconds = time.monotonic() - started
+    stderr = proc.stderr.decode(errors="replace")
+    m = re.search(r"^starter: sandbox=(.*)$", stderr, re.M)
+    return JobResult(proc.returncode, proc.stdout.decode(errors="replace"), stderr, Path(m.group(1)) if m else None, seconds)
+
+
+def leftovers() -> list:
+    """Every racf-vm resource still present: domains and job directories."""
+    found = []
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        for dom in conn.listAllDomains():
+            if dom.name().startswith("racf-vm-"):
+                found.append(f"domain {dom.name()}")
+    finally:
+        conn.close()
+    jobs = STATE_DIR / "jobs"
+    if jobs.is_dir():
+        found += [f"job dir {p}" for p in jobs.iterdir()]
+    return found
