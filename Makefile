@@ -79,6 +79,7 @@ demo: deps test-setup
 
 bench: deps test-setup
 	$(PY) -m tests.bench
+	@if [ -f tests/bench_images.py ]; then $(PY) -m tests.bench_images; fi
 
 fuzz: deps
 	FUZZ_EXAMPLES=20000 $(PY) -m pytest -p no:cacheprovider tests/fuzz

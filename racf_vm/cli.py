@@ -80,36 +80,85 @@ def policy_check(obj):
     click.echo("policy: ok")
 
 
+def _wrapper_sys_path():
+    """sys.path as the wrapper sees it (python -I, cwd /), not this CLI's own."""
+    import json
+
+    from . import runcmd
+
+    out = runcmd.run([sys.executable, "-I", "-B", "-c", "import json, sys; print(json.dumps(sys.path))"],
+                     timeout=30, what="python -I")
+    return json.loads(out.stdout)
+
+
 def _policy_problems(obj):
+    """Every problem found, one line each: ``FILE: reason``. Checking goes on after a
+    problem wherever the rest can still be checked."""
+    from . import imageheader, libvirt_policy, selfcheck
+
+    for check in (selfcheck.check_interpreter, selfcheck.check_package,
+                  lambda: selfcheck.check_sys_path(_wrapper_sys_path())):
+        try:
+            check()
+        except RacfError as exc:
+            yield f"{sys.executable}: {exc.message}"
+    try:
+        libvirt_policy.check_qemu_conf()
+    except RacfError as exc:
+        yield exc.message  # already starts with the qemu.conf path
     try:
         cfg = obj.config
     except RacfError as exc:
         yield f"{obj.config_path}: {exc.message}"
         return
     try:
-        cat = catalog.load_catalog(cfg.paths.catalog_dir, check_trust=pathtrust.check_trusted_file)
+        pathtrust.check_trusted_file(cfg.paths.runner)
     except RacfError as exc:
-        yield f"{cfg.paths.catalog_dir}: {exc.message}"
+        yield f"{cfg.paths.runner}: {exc.message}"
+    directory = cfg.paths.catalog_dir
+    try:
+        pathtrust.check_trusted_dir(directory)
+        names = sorted(os.listdir(directory))
+    except RacfError as exc:
+        yield f"{directory}: {exc.message}"
         return
-    from . import imageheader
-
-    for name in sorted(cat.names()):
-        entry = cat.lookup(name)
-        for path in (entry.path, entry.boot.kernel, entry.boot.initrd):
+    except OSError as exc:
+        yield f"{directory}: cannot list the image catalog: {exc.strerror}"
+        return
+    entries = 0
+    for filename in names:
+        if not filename.endswith(".toml") or filename.startswith("."):
+            continue
+        source = os.path.join(directory, filename)
+        try:
+            pathtrust.check_trusted_file(source)
+            dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                data = catalog._read_catalog_file(dirfd, filename, source)
+            finally:
+                os.close(dirfd)
+            entry = catalog.parse_image_entry(data, source)
+        except RacfError as exc:
+            msg = exc.message
+            yield msg if msg.startswith(source + ":") else f"{source}: {msg}"
+            continue
+        entries += 1
+        if entry.checksum_is_placeholder:
+            yield f"{source}: sha256 is the example placeholder (all zeros); put the image's real checksum"
+        for key, path in (("path", entry.path), ("boot.kernel", entry.boot.kernel),
+                          ("boot.initrd", entry.boot.initrd)):
             if not path:
                 continue
             try:
                 pathtrust.check_trusted_file(path)
             except RacfError as exc:
-                yield f"{name}: {exc.message}"
+                yield f"{source}: {key}: {exc.message}"
         try:
             imageheader.validate_base_image(entry.path, entry.format)
-        except (RacfError, OSError) as exc:
-            yield f"{name}: {entry.path}: {exc}"
-    try:
-        pathtrust.check_trusted_file(cfg.paths.runner)
-    except RacfError as exc:
-        yield f"runner: {exc.message}"
+        except RacfError as exc:
+            yield f"{source}: path: {exc.message}"
+    if entries == 0:
+        yield f"{directory}: the image catalog has no images; add one NAME.toml per image"
 
 
 @policy.command("explain")
@@ -129,6 +178,12 @@ def policy_explain(obj, image):
         click.echo("firewall: no per-job rules (trusted images run the job as the job user, never root)")
     else:
         click.echo("network:  untrusted NAT network (not available on this node: jobs are refused)")
+        click.echo("firewall: none applied; racf-vm refuses untrusted images until the NAT network "
+                   "and its rules (netpolicy) are installed")
+    if entry.checksum_is_placeholder:
+        click.echo("checksum: PLACEHOLDER (all zeros): jobs asking for this image are refused")
+    else:
+        click.echo(f"checksum: sha256 {entry.sha256}")
     click.echo(
         f"sizing:   CPUs from the slot's cgroup; memory = min(slot memory, CPUs x "
         f"{s.memory_per_core_mib} MiB); at least {s.min_memory_mib} MiB and {s.min_cpus} CPU(s)"

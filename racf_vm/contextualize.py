@@ -22,7 +22,7 @@ class Cancelled(RacfError):
     """The wrapper was asked to stop (SIGTERM from HTCondor) before the guest ran."""
 
     def __init__(self):
-        super().__init__("stopped by HTCondor before the guest started")
+        super().__init__("stopped by HTCondor (SIGTERM); the job's VM was shut down and removed")
 
 
 def contextualize(

@@ -146,3 +146,14 @@ def validate_base_image(path: str, fmt: ImageFormat) -> BaseImageInfo:
         return BaseImageInfo(path, fmt, st.st_size, virtual_size, st.st_dev, st.st_ino, st.st_mtime_ns)
     finally:
         os.close(fd)
+
+
+def recheck_base_image(info: BaseImageInfo) -> BaseImageInfo:
+    """Just before QEMU gets ``info.path``: validate it again and refuse unless the path
+    still names the very file (device, inode, size, mtime) that was validated first."""
+    now = validate_base_image(info.path, info.format)
+    if (now.st_dev, now.st_ino, now.file_size, now.mtime_ns) != (
+        info.st_dev, info.st_ino, info.file_size, info.mtime_ns
+    ):
+        raise _refuse(info.path, "it was replaced or modified while the job was being prepared")
+    return now

@@ -31,9 +31,10 @@ from . import (
     pathtrust,
     privsep,
     sandbox_io,
+    selfcheck,
     sizing,
 )
-from .errors import InternalError, RefusedError, TemporaryError, UsageError
+from .errors import ConfigError, InternalError, RefusedError, TemporaryError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ class JobRun:
 
     # -- set-up -----------------------------------------------------------------
     def load_trusted_state(self) -> None:
-        """Config trust and the parent check: before any user input is parsed."""
-        pathtrust.check_trusted_file(self.config_path)
+        """Runtime and config trust, then the parent check: before any user input is parsed."""
+        selfcheck.check_runtime_trust(self.config_path)
         self.config = config_mod.load_config(self.config_path)
         logging.getLogger("racf_vm").setLevel(self.config.log_level.upper())
         parent.check_parent(self.config.parent.starter)
@@ -150,12 +151,18 @@ class JobRun:
             bridge=cfg.network.trusted_bridge or None,
         )
         self._check_cancelled()
+        imageheader.recheck_base_image(base)  # qemu must get the very file we validated
         return self._boot_and_wait(domain_xml.build_domain_xml(spec), spec.name)
 
     def _lookup_image(self, name: str):
         cat = catalog.load_catalog(self.config.paths.catalog_dir, check_trust=pathtrust.check_trusted_file)
         entry = cat.lookup(name)
         pathtrust.check_trusted_file(entry.path)
+        if entry.checksum_is_placeholder:
+            raise ConfigError(
+                f"image '{name}': the catalog still has the example placeholder sha256; "
+                "ask your administrator to put the image's real checksum in the catalog"
+            )
         if entry.trust != "trusted":
             raise RefusedError(
                 f"image '{name}' is untrusted and this node has no NAT network for untrusted images; "

@@ -88,7 +88,7 @@ def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_site(images: dict, *, log_level: str = "warning", extra: str = "") -> None:
+def write_site(images: dict, *, log_level: str = "warning", extra: str = "", boot_timeout: float = 300) -> None:
     """Write the test config and catalog; ``images`` maps catalog name -> image dir."""
     for d in (TEST_ETC, TEST_CATALOG, TEST_ROOT, STATE_DIR, EXECUTE_DIR):
         d.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ min_memory_mib = 128
 
 [timeouts]
 contextualize = 300
-boot = 300
+boot = {boot_timeout}
 shutdown_grace = 5
 poweroff = 60
 {extra}
