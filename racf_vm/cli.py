@@ -54,12 +54,14 @@ def gc(obj):
     cfg = obj.config
     conn = domain.open_connection(cfg.libvirt.uri, cfg.timeouts.libvirt_connect)
     try:
-        report = gc_mod.collect(conn, cfg.paths.state_dir)
+        report = gc_mod.collect(conn, cfg.paths.state_dir, cfg)
     finally:
         conn.close()
+    net = report.net
     click.echo(
-        f"removed {len(report.domains)} domain(s), {len(report.job_dirs)} job dir(s); "
-        f"{len(report.kept)} still in use"
+        f"removed {len(report.domains)} domain(s), {len(report.job_dirs)} job dir(s), "
+        f"{len(net.rules)} job rule set(s), {len(net.reservations)} reservation(s); "
+        f"{len(report.kept) + len(net.kept)} still in use"
     )
 
 
@@ -177,7 +179,11 @@ def policy_explain(obj, image):
         click.echo(f"network:  {'site bridge ' + net if net else 'none (no network interface)'}")
         click.echo("firewall: no per-job rules (trusted images run the job as the job user, never root)")
     else:
-        click.echo("network:  untrusted NAT network (not available on this node: jobs are refused)")
+        import netpolicy
+
+        click.echo("network:  untrusted NAT network (guest source ports below 1024 remapped)")
+        for line in netpolicy.explain(cfg):
+            click.echo(f"          {line}")
         click.echo("firewall: none applied; racf-vm refuses untrusted images until the NAT network "
                    "and its rules (netpolicy) are installed")
     if entry.checksum_is_placeholder:
@@ -242,7 +248,14 @@ def _doctor_checks(obj):
         yield False, line
 
 
+def _register_subgroups() -> None:
+    from .images.cli import images_group
+
+    cli.add_command(images_group)
+
+
 def main(argv=None) -> int:
+    _register_subgroups()
     try:
         cli.main(args=argv, prog_name="racf-vm", standalone_mode=False)
     except click.exceptions.Abort:

@@ -90,11 +90,35 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class UntrustedNetworkConfig:
+    """The NAT network of untrusted images (netpolicy owns it and its firewall)."""
+
+    name: str = "racf-untrusted"  # libvirt network
+    bridge: str = "racfu0"
+    subnet: str = "10.213.0.0/24"  # the host takes the first address
+    backend: str = "auto"  # auto | nft | iptables (must match the host's iptables)
+
+
+@dataclass(frozen=True)
 class GuestfsConfig:
     """libguestfs settings for contextualization."""
 
     backend: str = "direct"
     memsize_mib: int = 512
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """Where base images come from (seed 003) and how the node cache fetches them."""
+
+    source_url: str = ""  # http(s) directory with the checksum list; empty: no remote
+    cache_dir: str = PathsConfig.image_dir  # follows paths.image_dir unless set
+    checksum_file: str = "SHA256SUMS"
+    http_timeout: float = 30.0  # connecting, and each read
+    retries: int = 3
+    retry_delay: float = 2.0  # first backoff; doubled after each failure
+    lock_timeout: float = 3600.0  # waiting for another process's download of an image
+    proxy: str = ""  # http(s) proxy URL (e.g. Squid); empty: direct
 
 
 @dataclass(frozen=True)
@@ -109,7 +133,9 @@ class Config:
     timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
     libvirt: LibvirtConfig = field(default_factory=LibvirtConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    untrusted_network: UntrustedNetworkConfig = field(default_factory=UntrustedNetworkConfig)
     guestfs: GuestfsConfig = field(default_factory=GuestfsConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
 
 
 def _paths(r: TableReader) -> PathsConfig:
@@ -195,11 +221,49 @@ def _network(r: TableReader) -> NetworkConfig:
     )
 
 
+def _untrusted_network(r: TableReader) -> UntrustedNetworkConfig:
+    d = UntrustedNetworkConfig()
+    u = UntrustedNetworkConfig(
+        name=r.string("name", d.name, pattern=r"[A-Za-z0-9_.-]{1,64}", allow_empty=False),
+        bridge=r.string("bridge", d.bridge, pattern=_IFACE_RE, allow_empty=False),
+        subnet=r.string("subnet", d.subnet, pattern=r"[0-9./]{9,18}", allow_empty=False),
+        backend=r.choice("backend", d.backend, ("auto", "nft", "iptables")),
+    )
+    import ipaddress
+
+    try:
+        net = ipaddress.IPv4Network(u.subnet, strict=True)
+    except ValueError as e:
+        raise r.fail("subnet", f"{u.subnet!r} is not an IPv4 network: {e}") from None
+    if not 16 <= net.prefixlen <= 29 or not net.is_private:
+        raise r.fail("subnet", f"{u.subnet} must be a private network between /16 and /29")
+    return u
+
+
 def _guestfs(r: TableReader) -> GuestfsConfig:
     d = GuestfsConfig()
     return GuestfsConfig(
         backend=r.string("backend", d.backend, pattern=r"[a-z]+(:[^\s]+)?", allow_empty=False),
         memsize_mib=r.integer("memsize_mib", d.memsize_mib, minimum=128, maximum=2**20),
+    )
+
+
+_URL_RE = r"https?://[^\s/?#]+(/[^\s?#]*)?"
+
+
+def _images(r: TableReader, image_dir: str) -> ImagesConfig:
+    d = ImagesConfig()
+    cache_dir = r.path("cache_dir", image_dir) if r.has("cache_dir") else image_dir
+    return ImagesConfig(
+        source_url=r.string("source_url", d.source_url, pattern=_URL_RE),
+        cache_dir=cache_dir,
+        checksum_file=r.string("checksum_file", d.checksum_file,
+                               pattern=r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}", allow_empty=False),
+        http_timeout=r.seconds("http_timeout", d.http_timeout),
+        retries=r.integer("retries", d.retries, minimum=0, maximum=20),
+        retry_delay=r.seconds("retry_delay", d.retry_delay),
+        lock_timeout=r.seconds("lock_timeout", d.lock_timeout),
+        proxy=r.string("proxy", d.proxy, pattern=r"https?://[^\s/?#]+/?"),
     )
 
 
@@ -211,6 +275,7 @@ _SECTIONS = {
     "timeouts": _timeouts,
     "libvirt": _libvirt,
     "network": _network,
+    "untrusted_network": _untrusted_network,
     "guestfs": _guestfs,
 }
 
@@ -230,7 +295,14 @@ def parse_config(data: bytes, source: str) -> Config:
         reader = TableReader(table, source, text, name)
         parts[name] = build(reader)
         reader.finish()
+    # [images] is built last: its cache_dir defaults to the parsed paths.image_dir.
+    reader = TableReader(top.raw("images", {}), source, text, "images")
+    parts["images"] = _images(reader, parts["paths"].image_dir)
+    reader.finish()
     top.finish()
+    if parts["network"].trusted_bridge and parts["network"].trusted_bridge == parts["untrusted_network"].bridge:
+        raise ConfigError(f"{source}: network.trusted_bridge and untrusted_network.bridge are both "
+                          f"{parts['network'].trusted_bridge!r}: trusted and untrusted guests never share a bridge")
     return Config(**parts)
 
 

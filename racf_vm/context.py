@@ -62,6 +62,7 @@ def guestfs_apply(
     force_tcg: bool,
     memsize_mib: int,
     cachedir: str,
+    appliance: Optional[str] = None,
 ) -> None:
     """Write ``entries`` into the qcow2 ``overlay`` with one libguestfs appliance launch.
 
@@ -76,6 +77,8 @@ def guestfs_apply(
         if force_tcg:
             g.set_backend_settings(["force_tcg"])
         g.set_cachedir(cachedir)
+        if appliance is not None:
+            g.set_path(appliance)
         g.set_tmpdir(cachedir)
         g.set_memsize(memsize_mib)
         g.set_network(False)

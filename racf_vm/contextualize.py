@@ -12,6 +12,7 @@ import signal
 import time
 from typing import Callable, Sequence
 
+from .appliance import fixed_appliance
 from .context import GuestEntry, guestfs_apply
 from .errors import RacfError, TemporaryError
 
@@ -55,6 +56,7 @@ def contextualize(
                 force_tcg=force_tcg,
                 memsize_mib=memsize_mib,
                 cachedir=cachedir,
+                appliance=fixed_appliance(cachedir),
             )
         except BaseException as exc:  # report every failure to the parent
             result = {"ok": False, "error": " ".join(str(exc).split())[-600:]}

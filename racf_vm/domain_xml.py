@@ -78,6 +78,9 @@ class DomainSpec:
     machine: str = "pc"
     channels: tuple[str, ...] = CHANNEL_NAMES
     bridge: Optional[str] = None
+    # A libvirt network (the untrusted NAT network) and the MAC reserved for the job on it.
+    network: Optional[str] = None
+    mac: Optional[str] = None
     # None: the serial console goes to a pty nobody reads (qemu drops the bytes while no
     # client is attached, so the guest never blocks on it). A path: libvirt writes the
     # console there (debugging; must be a root-owned location, never user-controlled).
@@ -121,6 +124,12 @@ def _validate(s: DomainSpec) -> None:
         _check_abs("console_log", s.console_log)
     if s.bridge is not None:
         _check_text("bridge", s.bridge)
+    if s.network is not None:
+        _check_text("network", s.network)
+        if s.bridge is not None:
+            raise InternalError("domain spec: a guest is on a bridge or on a network, not both")
+    if s.mac is not None and not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", s.mac):
+        raise InternalError(f"domain spec: bad MAC {s.mac!r}")
     if s.domain_type not in ("qemu", "kvm"):
         raise InternalError(f"domain spec: bad domain type {s.domain_type!r}")
     if s.base_format not in ("qcow2", "raw"):
@@ -221,6 +230,14 @@ def build_domain_xml(spec: DomainSpec) -> str:
     if spec.bridge is not None:
         iface = _sub(devices, "interface", type="bridge")
         _sub(iface, "source", bridge=spec.bridge)
+        if spec.mac is not None:
+            _sub(iface, "mac", address=spec.mac)
+        _sub(iface, "model", type="virtio")
+    if spec.network is not None:
+        iface = _sub(devices, "interface", type="network")
+        _sub(iface, "source", network=spec.network)
+        if spec.mac is not None:
+            _sub(iface, "mac", address=spec.mac)
         _sub(iface, "model", type="virtio")
     _console(devices, spec)
     _channels(devices, spec)

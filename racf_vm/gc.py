@@ -22,9 +22,10 @@ class GcReport:
     domains: list = field(default_factory=list)
     job_dirs: list = field(default_factory=list)
     kept: list = field(default_factory=list)
+    net: object = None  # netpolicy.lease.NetGcReport, when the untrusted network was checked
 
 
-def collect(conn, state_dir: str) -> GcReport:
+def collect(conn, state_dir: str, config=None) -> GcReport:
     report = GcReport()
     for name, meta in domain.list_job_domains(conn):
         owner = jobtag.parse_tag(meta.get("tag", "")) if meta else None
@@ -54,4 +55,8 @@ def collect(conn, state_dir: str) -> GcReport:
         log.info("removing orphaned job directory %s", path)
         shutil.rmtree(path)
         report.job_dirs.append(path)
+    if config is not None:
+        import netpolicy
+
+        report.net = netpolicy.gc_network(conn, config, jobtag.is_alive)
     return report

@@ -40,6 +40,17 @@ EXT_CRYPTO = 0x0537BE77
 EXT_DATA_FILE = 0x44415441
 ALLOWED_EXTENSIONS = {EXT_FEATURE_TABLE, EXT_BITMAPS}
 
+# Headers of formats whose readers open other files (backing files, extents, parents).
+FOREIGN_MAGICS = (
+    (QCOW2_MAGIC, "qcow2"),
+    (b"QFI", "qcow"),
+    (b"KDMV", "VMDK"),
+    (b"# Disk DescriptorFile", "VMDK descriptor"),
+    (b"conectix", "VHD"),
+    (b"vhdxfile", "VHDX"),
+    (b"QED\x00", "QED"),
+)
+
 
 @dataclass(frozen=True)
 class BaseImageInfo:
@@ -139,7 +150,13 @@ def validate_base_image(path: str, fmt: ImageFormat) -> BaseImageInfo:
         if st.st_size == 0:
             raise _refuse(path, "empty file")
         if fmt == "raw":
-            virtual_size = st.st_size  # never look inside a raw image
+            # Never probed, but a raw base that starts like another image format is a
+            # catalog mistake or a planted header (CVE-2008-2004): refuse it outright.
+            head = os.pread(fd, 512, 0)
+            for magic, what in FOREIGN_MAGICS:
+                if head.startswith(magic):
+                    raise _refuse(path, f"declared raw but it starts with a {what} header")
+            virtual_size = st.st_size
         else:
             head = os.pread(fd, 1 << 21, 0)  # at most one maximal cluster
             virtual_size = check_qcow2_header(head, st.st_size, path)

@@ -5,6 +5,8 @@
 SIGKILL is covered by libvirt's autodestroy and ``racf-vm gc``.
 """
 
+import contextlib
+import contextlib
 import logging
 import os
 import pwd
@@ -16,6 +18,7 @@ from typing import Optional
 
 from . import (
     accel,
+    images,
     catalog,
     channels,
     config as config_mod,
@@ -52,6 +55,8 @@ class JobRun:
         self.conn = None
         self.dom = None
         self._chans = None
+        self._net = contextlib.ExitStack()  # the untrusted network lease, if any
+        self._resources = contextlib.ExitStack()  # held for the job's life (image lock)
         self.started_at = time.monotonic()
 
     # -- set-up -----------------------------------------------------------------
@@ -98,7 +103,10 @@ class JobRun:
             timeout=60,
         )
         self.request = req = jobrequest.JobRequest.from_json(raw, cfg.limits)
+        runner = _read_trusted(cfg.paths.runner)  # refuse before any state exists
         image = self._lookup_image(req.image)
+        images.ensure_image(image, self.config)
+        self._resources.enter_context(images.hold_image(image.path))
         base = imageheader.validate_base_image(image.path, image.format)
         for boot_file in (image.boot.kernel, image.boot.initrd):
             if boot_file:
@@ -113,7 +121,6 @@ class JobRun:
         qemu_uid = pwd.getpwnam(cfg.libvirt.qemu_user).pw_uid
         qemu_gid = grp.getgrnam(cfg.libvirt.qemu_group).gr_gid
         overlay_path = overlay.create_overlay(self.job_dir, base.path, image.format, qemu_uid, qemu_gid)
-        runner = _read_trusted(cfg.paths.runner)
         entries = context.plan_context(req, runner, input_tar)
         contextualize.contextualize(
             overlay_path,
@@ -131,6 +138,11 @@ class JobRun:
             boot = domain_xml.KernelBoot(image.boot.kernel, image.boot.initrd or None, image.boot.cmdline)
         else:
             boot = domain_xml.BootloaderBoot()
+        self._check_cancelled()
+        if image.trust == "trusted":
+            net_kw = {"bridge": cfg.network.trusted_bridge or None}
+        else:
+            net_kw = self._untrusted_network(tag)
         spec = domain_xml.DomainSpec(
             name=jobtag.DOMAIN_PREFIX + tag,
             tag=tag,
@@ -148,7 +160,7 @@ class JobRun:
             qemu_uid=qemu_uid,
             qemu_gid=qemu_gid,
             machine=cfg.libvirt.machine,
-            bridge=cfg.network.trusted_bridge or None,
+            **net_kw,
         )
         self._check_cancelled()
         imageheader.recheck_base_image(base)  # qemu must get the very file we validated
@@ -163,12 +175,16 @@ class JobRun:
                 f"image '{name}': the catalog still has the example placeholder sha256; "
                 "ask your administrator to put the image's real checksum in the catalog"
             )
-        if entry.trust != "trusted":
-            raise RefusedError(
-                f"image '{name}' is untrusted and this node has no NAT network for untrusted images; "
-                "ask your administrator or use a trusted image"
-            )
         return entry
+
+    def _untrusted_network(self, tag: str) -> dict:
+        """Reserve the job's place on the NAT network and install its rules (before boot)."""
+        import netpolicy
+
+        t = self.config.timeouts
+        self.conn = domain.open_connection(self.config.libvirt.uri, t.libvirt_connect)
+        lease = self._net.enter_context(netpolicy.untrusted_lease(self.conn, self.config, tag))
+        return {"network": lease.network_name, "mac": lease.mac}
 
     def _size(self, req):
         with open("/proc/self/cgroup") as f:
@@ -204,17 +220,18 @@ class JobRun:
     # -- the guest ----------------------------------------------------------------
     def _boot_and_wait(self, xml: str, name: str) -> int:
         t = self.config.timeouts
-        self.conn = domain.open_connection(self.config.libvirt.uri, t.libvirt_connect)
+        if self.conn is None:
+            self.conn = domain.open_connection(self.config.libvirt.uri, t.libvirt_connect)
         self.dom = domain.start_domain(self.conn, xml)
         log.info("domain %s started %.2fs after exec", name, time.monotonic() - self.started_at)
         spool_path = os.path.join(self.job_dir, "output.tar")
         fd = os.open(spool_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        state = _GuestState(self.started_at)
         with os.fdopen(fd, "w+b") as spool:
             chans = channels.GuestChannels(
                 domain.channel_socket_paths(self.dom), max_output_bytes=self.config.limits.max_output_bytes
             )
             self._chans = chans
+            state = _GuestState(self.started_at, on_end=chans.interrupt)
             try:
                 chans.connect(timeout=t.libvirt_connect)
                 result = self._pump(chans, spool, state)
@@ -249,9 +266,14 @@ class JobRun:
             raise TemporaryError("the guest stopped without reporting the job's exit status")
 
     def _pump(self, chans, spool, state):
-        """Forward the guest's output until it is gone; every wait bounded by config."""
+        """Forward the guest's output until it is gone; every wait bounded by config.
+
+        Once the job has ended and its output archive is complete, the guest is destroyed
+        rather than waited for: its disk is thrown away, so its power-off buys nothing.
+        """
         t = self.config.timeouts
         deadline = time.monotonic() + t.boot
+        destroyed_at = drain_until = None
         while True:
             result = chans.pump(deadline, _writer(1), _writer(2), spool, state.on_status)
             if result.reason == "eof":
@@ -259,12 +281,28 @@ class JobRun:
             if self.terminated:
                 return self._stop_guest(chans, spool, state)
             now = time.monotonic()
-            if state.ended_at is not None:
-                deadline = state.ended_at + t.poweroff
-                if now >= deadline:
-                    log.warning("the guest did not power off %gs after the job ended; destroying it", t.poweroff)
+            if destroyed_at is not None:
+                if now >= destroyed_at + 10:
+                    raise TemporaryError("the virtual machine did not go away after being destroyed")
+                deadline = destroyed_at + 10
+            elif drain_until is not None:
+                # a last moment for bytes already queued on the other channels
+                if now >= drain_until:
                     domain.destroy(self.dom)
+                    destroyed_at = now
+                deadline = drain_until if now < drain_until else now + 10
+            elif state.ended_at is not None:
+                if state.error is not None or _output_complete(spool):
+                    drain_until = now + 0.1
+                    deadline = drain_until
+                    continue
+                if now >= state.ended_at + t.poweroff:
+                    log.warning("the job's output did not arrive within %gs of its end", t.poweroff)
+                    domain.destroy(self.dom)
+                    destroyed_at = now
                     deadline = now + 10
+                else:
+                    deadline = min(now + 0.05, state.ended_at + t.poweroff)
             elif state.started_at is not None:
                 deadline = state.started_at + t.job
                 if now >= deadline:
@@ -292,9 +330,14 @@ class JobRun:
             except Exception:  # teardown must go on; gc will find what is left
                 log.warning("could not destroy the domain", exc_info=True)
             self.dom = None
+        try:
+            self._net.close()  # rules, reservation, conntrack entries (after the guest is gone)
+        except Exception:
+            log.warning("could not release the job's network; racf-vm gc will", exc_info=True)
         if self.conn is not None:
             domain.close_connection(self.conn)
             self.conn = None
+        self._resources.close()
         if self.job_dir is not None:
             shutil.rmtree(self.job_dir, ignore_errors=True)
             if os.path.exists(self.job_dir):
@@ -305,8 +348,9 @@ class JobRun:
 class _GuestState:
     """What the runner reported on the status channel."""
 
-    def __init__(self, exec_time: float):
+    def __init__(self, exec_time: float, on_end):
         self.exec_time = exec_time
+        self._on_end = on_end  # wakes the pump so the host can stop waiting early
         self.started_at: Optional[float] = None
         self.ended_at: Optional[float] = None
         self.exit_status: Optional[int] = None
@@ -320,8 +364,10 @@ class _GuestState:
         elif line.kind == "exit" and self.ended_at is None:
             self.exit_status, self.ended_at = line.code, now
             log.info("guest command exited with %d, %.2fs after exec", line.code, now - self.exec_time)
+            self._on_end()
         elif line.kind == "error" and self.ended_at is None:
             self.error, self.ended_at = line.text, now
+            self._on_end()
         elif line.kind == "invalid":
             log.warning("ignoring an invalid status line from the guest: %r", line.text)
 
@@ -335,6 +381,15 @@ def _writer(fd: int):
             pass
 
     return write
+
+
+def _output_complete(spool) -> bool:
+    spool.flush()
+    position = spool.tell()
+    try:
+        return sandbox_io.archive_complete(spool)
+    finally:
+        spool.seek(position)
 
 
 def _read_trusted(path: str) -> bytes:

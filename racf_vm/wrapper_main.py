@@ -76,7 +76,10 @@ def main(argv=None) -> int:
         log.debug("internal error", exc_info=True)
         status = _report(run, errors.InternalError(f"internal error: {type(exc).__name__}: {exc}"))
     finally:
-        run.cleanup()
+        try:
+            run.cleanup()
+        except Exception:  # teardown problems must not hide the job's status; gc finishes
+            log.warning("teardown failed; racf-vm gc will remove what is left", exc_info=run.verbose)
     if run.terminated:
         # Die of the signal HTCondor sent, as a job without a wrapper would.
         sys.stdout.flush()

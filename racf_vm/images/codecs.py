@@ -24,6 +24,10 @@ class CorruptDataError(TemporaryError):
     """The compressed stream is damaged or incomplete."""
 
 
+class TruncatedDataError(CorruptDataError):
+    """The compressed stream stopped in the middle (a cut connection, usually)."""
+
+
 class Compressor(Protocol):
     def compress(self, data: bytes) -> bytes: ...
     def flush(self) -> bytes: ...
@@ -63,7 +67,7 @@ class _Members:
 
     def finish(self) -> None:
         if self.in_member or not self.seen_any:
-            raise CorruptDataError(f"{self.what} data ends early (truncated download?)")
+            raise TruncatedDataError(f"{self.what} data ends early (truncated download?)")
 
 
 class _Gzip(_Members):
@@ -100,10 +104,11 @@ class _Xz(_Members):
 
 class _Zstd(_Members):
     """zstandard's decompressobj has no output limit, so input is fed in pieces sized to
-    keep each output near OUT_CHUNK (zstd expands at most ~32000x)."""
+    keep each output near OUT_CHUNK. zstd expands at most ~32768x (an RLE block), so with
+    pieces of at least 1 KiB one output is never above ~32 MiB."""
 
     def __init__(self, what: str):
-        self.piece = 64 * 1024
+        self.piece = 1024
         self.dctx = zstandard.ZstdDecompressor()
         super().__init__(what)
 
@@ -144,7 +149,7 @@ def _gzip_compressor(level: int) -> Compressor:
 
 
 def _zstd_compressor(level: int) -> Compressor:
-    return zstandard.ZstdCompressor(level=level, threads=-1).compressobj()
+    return zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True).compressobj()
 
 
 def _xz_compressor(level: int) -> Compressor:

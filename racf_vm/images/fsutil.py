@@ -113,4 +113,4 @@ def read_small(path: str, limit: int) -> bytes | None:
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as f:
-        return f.read(limit + 1)[:limit + 1]
+        return f.read(limit + 1)

@@ -11,13 +11,14 @@ image.toml. Needs root (mmdebstrap for debian; ownership in the images).
 """
 import argparse
 import hashlib
-import lzma
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+from racf_vm.kernelimage import extract_vmlinux
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KVER = "6.1.0-56-amd64"
@@ -134,23 +135,6 @@ def make_ext4(srcdir, image, extra_mb):
 def to_qcow2(raw, qcow):
     run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1", raw, qcow)
     os.unlink(raw)
-
-
-def extract_vmlinux(bzimage, dest):
-    """Uncompressed ELF kernel from an xz bzImage. QEMU boots it through its PVH entry point,
-    which skips SeaBIOS's real-mode loader and the in-guest xz decompression: about 3 s
-    less per boot under TCG. Returns False when the bzImage is not xz-compressed."""
-    with open(bzimage, "rb") as f:
-        data = f.read()
-    i = data.find(b"\xfd7zXZ\x00")
-    if i < 0:
-        return False
-    elf = lzma.LZMADecompressor().decompress(data[i:])
-    if elf[:4] != b"\x7fELF":
-        return False
-    with open(dest, "wb") as f:
-        f.write(elf)
-    return True
 
 
 def install_kernel(bzimage, out):

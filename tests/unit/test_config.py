@@ -100,3 +100,35 @@ def test_load_config(tmp_path):
     assert load_config(str(p)).limits.min_uid == 500
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(str(tmp_path / "missing.toml"))
+
+
+def test_images_defaults_and_cache_dir_follows_image_dir():
+    from racf_vm.config import ImagesConfig
+
+    assert parse_config(b"", "f").images == ImagesConfig()
+    assert ImagesConfig().cache_dir == "/var/lib/racf-vm/images"
+    assert ImagesConfig().source_url == ""
+    cfg = parse_config(b"[paths]\nimage_dir = \"/srv/images\"\n", "f")
+    assert cfg.images.cache_dir == "/srv/images"
+    cfg = parse_config(b"[paths]\nimage_dir = \"/srv/images\"\n[images]\n"
+                       b"cache_dir = \"/cache/\"\nsource_url = \"http://img.example:8080/vm/\"\n"
+                       b"retries = 0\nhttp_timeout = 5\nproxy = \"http://squid:3128\"\n", "f")
+    assert cfg.images.cache_dir == "/cache"
+    assert cfg.images.source_url == "http://img.example:8080/vm/"
+    assert cfg.images.retries == 0 and cfg.images.http_timeout == 5.0
+    assert cfg.images.proxy == "http://squid:3128"
+
+
+@pytest.mark.parametrize("data, needle", [
+    (b"[images]\nsource_url = \"ftp://x/\"\n", "images.source_url"),
+    (b"[images]\nsource_url = \"http://x/a b\"\n", "does not match"),
+    (b"[images]\ncache_dir = \"rel\"\n", "not an absolute path"),
+    (b"[images]\nretries = 99\n", "outside"),
+    (b"[images]\nhttp_timeout = 0\n", "positive"),
+    (b"[images]\nchecksum_file = \"../x\"\n", "does not match"),
+    (b"[images]\nsourceurl = \"http://x/\"\n", "images.sourceurl: unknown key"),
+])
+def test_images_errors(data, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_config(data, "f.toml")
+    assert needle in str(e.value)

@@ -93,3 +93,12 @@ def test_damaged_archive_is_a_clear_error(tmp_path):
 def test_failure_file(tmp_path):
     sandbox_io.write_failure_file(str(tmp_path), "libvirtd down\n")
     assert (tmp_path / ".job_wrapper_failure").read_text() == "libvirtd down\n"
+
+
+def test_archive_complete_only_with_end_blocks(tmp_path):
+    whole = _tar([("a.txt", "file", b"x" * 700), ("d", "dir", None)]).getvalue()
+    assert sandbox_io.archive_complete(io.BytesIO(whole))
+    body = whole.rstrip(b"\0")
+    for cut in (0, 100, 512, 1024, len(body), len(body) + 512):
+        assert not sandbox_io.archive_complete(io.BytesIO(whole[:cut]))
+    assert not sandbox_io.archive_complete(io.BytesIO(b"junk" * 200))

@@ -1,0 +1,274 @@
+"""Keep the node cache in step with the server: whole-cache ``sync`` and, for one job's
+image, ``ensure_image``.
+
+Every change to one image (verify, download, replace, withdraw) happens under that
+image's lock, so N jobs wanting the same missing image cause one download while the
+others wait, then find it verified. An unchanged, verified cache costs one conditional
+request and a stat per image.
+"""
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+from urllib.parse import quote
+
+from .. import pathtrust
+from ..errors import ConfigError, TemporaryError
+from . import index
+from .checksums import RemoteImage, parse_list
+from .fetch import ChecksumMismatchError, Client, FetchError, HttpSettings, Progress, hash_file
+from .fsutil import TMP_PREFIX, CacheWriteError, fsync_dir, read_small, write_atomic
+from .locks import image_lock, try_exclusive
+from .plan import LocalImage, plan_sync
+
+log = logging.getLogger(__name__)
+
+LIST_STATE = ".remote-list.json"
+ProgressFactory = Callable[[str], Progress]
+
+
+@dataclass
+class SyncReport:
+    fetched: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)  # already here, hashed once, correct
+    removed: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)  # withdrawn but in use by a running job
+    unchanged: int = 0
+    list_not_modified: bool = False
+    requests: int = 0
+
+
+class SyncError(TemporaryError):
+    """Some images could not be brought up to date (each one is in the log)."""
+
+
+@dataclass(frozen=True)
+class _Source:
+    base_url: str
+    checksum_file: str
+
+    @property
+    def list_url(self) -> str:
+        return f"{self.base_url.rstrip('/')}/{quote(self.checksum_file)}"
+
+    def image_url(self, img: RemoteImage) -> str:
+        return f"{self.base_url.rstrip('/')}/{quote(img.file)}"
+
+
+def _settings(images_cfg) -> HttpSettings:
+    return HttpSettings(timeout=images_cfg.http_timeout, retries=images_cfg.retries,
+                        retry_delay=images_cfg.retry_delay, proxy=images_cfg.proxy)
+
+
+def prepare_cache_dir(path: str) -> str:
+    """Create the cache directory if needed (root 0755) and, as root, refuse an untrusted one."""
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise ConfigError(f"cannot create the image cache {path}: {e.strerror}") from None
+    if os.geteuid() == 0:
+        pathtrust.check_trusted_dir(path)
+    return path
+
+
+# -- the remote list and its local copy ------------------------------------------------
+
+def refresh_list(client: Client, cache_dir: str, list_url: str) -> tuple[dict[str, RemoteImage], bool]:
+    """The server's list (and whether it was unchanged), using and updating the local copy."""
+    state: dict = {}
+    raw = read_small(os.path.join(cache_dir, LIST_STATE), 8 * 1024 * 1024)
+    if raw:
+        try:
+            state = json.loads(raw)
+        except ValueError:
+            log.warning("%s/%s is damaged; fetching the list again", cache_dir, LIST_STATE)
+    usable = state.get("url") == list_url and isinstance(state.get("body"), str)
+    resp = client.get_list(list_url, etag=state.get("etag", "") if usable else "",
+                           last_modified=state.get("last_modified", "") if usable else "")
+    if resp.body is None:
+        if not usable:
+            raise FetchError(f"{list_url}: server answered 304 to an unconditional request")
+        return parse_list(state["body"].encode("ascii"), list_url), True
+    images = parse_list(resp.body, list_url)  # refuse a bad list before keeping it
+    new_state = {"url": list_url, "etag": resp.etag, "last_modified": resp.last_modified,
+                 "body": resp.body.decode("ascii")}
+    write_atomic(cache_dir, LIST_STATE, json.dumps(new_state).encode())
+    return images, False
+
+
+# -- local state -------------------------------------------------------------------------
+
+def local_state(cache_dir: str) -> dict[str, LocalImage]:
+    idx = index.load(cache_dir)
+    present: dict[str, os.stat_result] = {}
+    with os.scandir(cache_dir) as it:
+        for entry in it:
+            if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+                present[entry.name] = entry.stat(follow_symlinks=False)
+    state = {}
+    for name in set(present) | set(idx):
+        st = present.get(name)
+        known = idx.get(name)
+        verified = known.sha256 if known is not None and st is not None and known.matches(st) else None
+        state[name] = LocalImage(present=st is not None, verified_sha256=verified,
+                                 managed=known is not None)
+    return state
+
+
+def _remove_stale_temps(cache_dir: str, name: str) -> None:
+    """Temp files of ``name`` left by a killed process; only called under ``name``'s lock,
+    when nobody else can be writing one."""
+    pattern = re.compile(re.escape(f"{TMP_PREFIX}{name}-") + r"[0-9a-f]{12}")
+    for leftover in os.listdir(cache_dir):
+        if pattern.fullmatch(leftover):
+            log.info("removing %s left by an interrupted download", leftover)
+            os.unlink(os.path.join(cache_dir, leftover))
+
+
+# -- one image -----------------------------------------------------------------------------
+
+def _bring(client: Client, source: _Source, cache_dir: str, img: RemoteImage,
+           lock_timeout: float, progress: Optional[ProgressFactory]) -> str:
+    with image_lock(cache_dir, img.name, lock_timeout):
+        return _bring_locked(client, source, cache_dir, img, progress)
+
+
+def _bring_locked(client: Client, source: _Source, cache_dir: str, img: RemoteImage,
+                  progress: Optional[ProgressFactory]) -> str:
+    """Make ``cache_dir/img.name`` the verified image the list names; says what it did.
+    The caller holds the image's lock."""
+    path = os.path.join(cache_dir, img.name)
+    sha = index.verified_sha(cache_dir, img.name)
+    if sha == img.sha256:
+        return "unchanged"  # someone did it while we waited
+    if sha is None and os.path.lexists(path):
+        before = os.stat(path, follow_symlinks=False)
+        got = hash_file(path)
+        after = os.stat(path, follow_symlinks=False)
+        if got.sha256 == img.sha256 and index.Verified.of(got.sha256, before).matches(after):
+            index.record(cache_dir, img.name, got.sha256, after)
+            return "verified"
+    _remove_stale_temps(cache_dir, img.name)
+    client.download_image(source.image_url(img), cache_dir, img.name, img.codec,
+                          img.sha256, progress(img.name) if progress else None)
+    index.record(cache_dir, img.name, img.sha256, os.stat(path, follow_symlinks=False))
+    log.info("fetched image %s (%s)", img.name, img.sha256)
+    return "fetched"
+
+
+def _withdraw(cache_dir: str, name: str, lock_timeout: float) -> bool:
+    """Remove a withdrawn image unless a running job holds it; True if it is gone."""
+    path = os.path.join(cache_dir, name)
+    with image_lock(cache_dir, name, lock_timeout) as held:
+        try:
+            fd = try_exclusive(path)
+        except FileNotFoundError:
+            fd = None
+        else:
+            if fd is None:
+                return False
+        try:
+            if fd is not None:
+                os.unlink(path)
+                fsync_dir(cache_dir)
+        except OSError as e:
+            raise CacheWriteError(f"cannot remove withdrawn image {path}: {e.strerror}") from None
+        finally:
+            if fd is not None:
+                os.close(fd)
+        index.forget(cache_dir, [name])
+        held.remove = True
+        log.info("removed withdrawn image %s", name)
+        return True
+
+
+# -- entry points ----------------------------------------------------------------------------
+
+def sync(images_cfg, *, source_url: Optional[str] = None, cache_dir: Optional[str] = None,
+         progress: Optional[ProgressFactory] = None) -> SyncReport:
+    """Bring the whole cache in step with the server's list.
+
+    ``images_cfg`` is the ``[images]`` config section; ``source_url`` and ``cache_dir``
+    override it. Raises SyncError (after trying every image) if some image failed.
+    """
+    base = source_url if source_url is not None else images_cfg.source_url
+    if not base:
+        raise ConfigError("no image source: set [images] source_url or pass --source")
+    source = _Source(base, images_cfg.checksum_file)
+    cache_dir = prepare_cache_dir(cache_dir or images_cfg.cache_dir)
+    report = SyncReport()
+    failed: list[str] = []
+    with Client(_settings(images_cfg)) as client:
+        remote, report.list_not_modified = refresh_list(client, cache_dir, source.list_url)
+        plan = plan_sync(remote, local_state(cache_dir))
+        report.unchanged = len(plan.keep)
+        for name in plan.remove:
+            (report.removed if _withdraw(cache_dir, name, images_cfg.lock_timeout)
+             else report.busy).append(name)
+        if plan.forget:
+            index.forget(cache_dir, list(plan.forget))
+        for name in plan.verify + plan.fetch:
+            try:
+                done = _bring(client, source, cache_dir, remote[name], images_cfg.lock_timeout,
+                              progress)
+            except ChecksumMismatchError:
+                failed.append(name)  # already logged as CRITICAL where it was found
+                continue
+            except TemporaryError as e:
+                log.error("image %s: %s", name, e.message)
+                failed.append(name)
+                continue
+            if done == "unchanged":
+                report.unchanged += 1
+            else:
+                getattr(report, done).append(name)
+        report.requests = client.requests
+    if failed:
+        raise SyncError(f"{len(failed)} image(s) could not be updated: {', '.join(failed)}")
+    return report
+
+
+def ensure_image(entry, config, *, progress: Optional[ProgressFactory] = None) -> None:
+    """For a job: make sure ``entry``'s base image is in the cache and verified.
+
+    A no-op when no source is configured, when the entry's file lives outside the cache,
+    or when the cached file is verified with the catalog's sha256 (a stat and an index
+    read; no network). Otherwise fetches that one image under its lock, requiring the
+    server's list to agree with the catalog. Raises TemporaryError (exit 75: the job
+    runs elsewhere) when that fails.
+    """
+    cfg = config.images
+    if not cfg.source_url:
+        return
+    cache_dir = os.path.normpath(cfg.cache_dir)
+    path = os.path.normpath(entry.path)
+    if os.path.dirname(path) != cache_dir:
+        log.debug("image %s lives outside the cache (%s); not fetched", entry.name, path)
+        return
+    if entry.checksum_is_placeholder:
+        raise ConfigError(f"image {entry.name}: the catalog has the placeholder sha256; "
+                          "put the image's real checksum there")
+    name = os.path.basename(path)
+    prepare_cache_dir(cache_dir)
+    if index.verified_sha(cache_dir, name) == entry.sha256:
+        return
+    source = _Source(cfg.source_url, cfg.checksum_file)
+    with Client(_settings(cfg)) as client:
+        with image_lock(cache_dir, name, cfg.lock_timeout):
+            if index.verified_sha(cache_dir, name) == entry.sha256:
+                return  # another job fetched it while we waited
+            remote, _ = refresh_list(client, cache_dir, source.list_url)
+            img = remote.get(name)
+            if img is None:
+                raise FetchError(f"image {entry.name}: {name} is not on the image server "
+                                 f"({source.list_url})")
+            if img.sha256 != entry.sha256:
+                raise FetchError(
+                    f"image {entry.name}: the server has sha256 {img.sha256} but the catalog "
+                    f"expects {entry.sha256}; update the catalog or republish the image")
+            _bring_locked(client, source, cache_dir, img, progress)

@@ -1,0 +1,303 @@
+"""Hostile jobs that must still run (rows 1-3, 5-8, 12-14, 20, 25, 27, 29, 30) and a
+hostile guest filesystem for libguestfs (row 40). Few real boots: attacks are combined.
+"""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.hostile.conftest import (
+    HOSTILE_DIR,
+    JOB_UID,
+    assert_refused,
+    catalog_entry,
+    markers,
+    racf_lines,
+    run,
+)
+from tests.support import testenv
+
+pytestmark = [pytest.mark.root, pytest.mark.vm]
+
+STATE_JOBS = testenv.STATE_DIR / "jobs"
+
+
+def hostile_env(evil: Path) -> dict:
+    """Rows 1, 2, 3, 5, 6, 7, 8 (and 30's env part) in one environment."""
+    e = str(evil)
+    return {
+        # row 1: loader
+        "LD_PRELOAD": f"{e}/evil.so", "LD_LIBRARY_PATH": e, "LD_AUDIT": f"{e}/evil.so",
+        "GLIBC_TUNABLES": "glibc.malloc.check=3", "GCONV_PATH": e,
+        # rows 2, 3: Python
+        "PYTHONPATH": e, "PYTHONHOME": e, "PYTHONINSPECT": "1", "PYTHONSTARTUP": f"{e}/startup.py",
+        "PYTHONBREAKPOINT": "evilbp.f", "PYTHONUSERBASE": f"{e}/userbase", "PYTHONSAFEPATH": "0",
+        "PYTHONPLATLIBDIR": e, "PYTHONWARNINGS": "error",
+        # row 5: libguestfs / supermin / temp dirs
+        "LIBGUESTFS_HV": f"{e}/qemu-system-x86_64", "LIBGUESTFS_PATH": e, "LIBGUESTFS_BACKEND": "libvirt:evil",
+        "LIBGUESTFS_DEBUG": "1", "LIBGUESTFS_TRACE": "1", "LIBGUESTFS_CACHEDIR": f"{e}/tmp",
+        "LIBGUESTFS_TMPDIR": f"{e}/tmp", "SUPERMIN_KERNEL": f"{e}/evil.so", "TMPDIR": f"{e}/tmp",
+        "XDG_RUNTIME_DIR": f"{e}/tmp", "LIBVIRT_DEFAULT_URI": "qemu:///session", "VIRSH_DEFAULT_CONNECT_URI": "test:///default",
+        # row 6: iptables
+        "IPTABLES_LIBDIR": e, "XTABLES_LIBDIR": e, "PYTHON_IPTABLES_XTABLES_VERSION": "12",
+        # row 7: PATH with fake tools
+        "PATH": f"{e}:/usr/bin:/bin",
+        # row 8: shell
+        "BASH_FUNC_id%%": f"() {{ touch {e}/markers/bashfunc; }}", "BASH_ENV": f"{e}/bashenv",
+        "ENV": f"{e}/env.sh", "IFS": "/", "SHELLOPTS": "xtrace", "PS4": f"$(touch {e}/markers/ps4)",
+        # row 30 (env part): claims of another identity
+        "UID": "0", "USER": "root", "LOGNAME": "root", "_CONDOR_UID": "0", "HOME": "/root",
+        # a harmless variable that must reach the guest verbatim
+        "RACF_HOSTILE_OK": "it's $(id) `id` ; rm -rf / \\ \"q\"",
+    }
+
+
+# rows 29, 30: arguments delivered verbatim, never evaluated by a shell on the host
+ARGS = ["'; rm -rf /", "$(id)", "`id`", "a\nb", "--uid=0", "-u", "0", "", "*", "~root", "\\", "4294967295"]
+
+GUEST_SCRIPT = r"""
+id -u; id -g
+for a in "$@"; do printf '<%s>' "$a" | od -An -c | tr -d ' \n'; echo; done
+printf '%s\n' "$RACF_HOSTILE_OK"
+env | cut -d= -f1 | sort | tr '\n' ' '; echo
+echo ready
+sleep 6
+echo done
+"""
+
+
+def _watch(proc, found, stop):
+    """Rows 12, 13, 20, 25 while the job runs: inherited fds, modes under jobs/, the user's
+    signals, and the formats in the live domain XML."""
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        while not stop.is_set() and proc.poll() is None:
+            try:
+                kids = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+            except OSError:
+                kids = []
+            wrapper = next((k for k in kids if "python" in _exe(k)), None)
+            if wrapper:
+                found["wrapper"] = wrapper
+                for pid in _descendants(int(wrapper)) + [int(wrapper)]:
+                    for fd in _fds(pid):
+                        if "racf-hostile-secret" in fd[1] or fd[1] == found["sock"]:
+                            found.setdefault("leaked", []).append((pid, _exe(pid), fd))
+                if "signals" not in found:
+                    probe = subprocess.run(
+                        ["/usr/bin/setpriv", "--reuid", str(JOB_UID), "--regid", str(JOB_UID),
+                         "--clear-groups", "/bin/sh", "-c",
+                         f"kill -STOP {wrapper}; echo stop=$?; kill -KILL {wrapper}; echo kill=$?"],
+                        capture_output=True, text=True)
+                    found["signals"] = probe.stdout + probe.stderr
+            if STATE_JOBS.is_dir():
+                for d in STATE_JOBS.iterdir():
+                    for p in [d, *d.iterdir()] if d.is_dir() else [d]:
+                        try:
+                            st = os.lstat(p)
+                        except FileNotFoundError:
+                            continue
+                        found.setdefault("modes", {})[p.name] = (oct(st.st_mode & 0o7777), st.st_uid)
+            for dom in conn.listAllDomains():
+                if dom.name().startswith("racf-vm-"):
+                    try:
+                        found["xml"] = dom.XMLDesc(0)
+                    except libvirt.libvirtError:
+                        pass
+                    for pid in _qemu_pids():
+                        for fd in _fds(pid):
+                            if "racf-hostile-secret" in fd[1] or fd[1] == found["sock"]:
+                                found.setdefault("leaked", []).append((pid, "qemu", fd))
+            time.sleep(0.2)
+    finally:
+        conn.close()
+
+
+def _exe(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def _descendants(pid):
+    out = []
+    try:
+        kids = [int(k) for k in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return out
+    for k in kids:
+        out += [k] + _descendants(k)
+    return out
+
+
+def _qemu_pids():
+    pids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit() and _exe(p).endswith("qemu-system-x86_64"):
+            pids.append(int(p))
+    return pids
+
+
+def _fds(pid):
+    out = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                out.append((fd, os.readlink(f"/proc/{pid}/fd/{fd}")))
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def test_hostile_environment_fds_umask_rlimits_signals_args(site, evil):
+    """One real job carrying rows 1-3, 5-8, 12, 13, 14, 20, 25, 29, 30 at once."""
+    secret = evil / "racf-hostile-secret"
+    secret.write_text("secret")
+    secret_fd = os.open(secret, os.O_RDONLY)  # row 12: a user file ...
+    a, b = __import__("socket").socketpair()  # ... and a socket, inherited through the starter
+    os.set_inheritable(secret_fd, True)
+    os.set_inheritable(a.fileno(), True)
+    found = {"sock": os.readlink(f"/proc/self/fd/{a.fileno()}")}
+
+    def hostile_process():
+        os.umask(0)  # row 13
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))  # row 14 (root raises them back)
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_NPROC, (200, 200))
+
+    cmd = testenv.job_command("busybox", "/bin/sh", ["-c", GUEST_SCRIPT, "sh", *ARGS],
+                              env=hostile_env(evil), keep_sandbox=False)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            pass_fds=(secret_fd, a.fileno()), preexec_fn=hostile_process)
+    os.close(secret_fd)
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(proc, found, stop), daemon=True)
+    watcher.start()
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        stop.set()
+        watcher.join(10)
+        a.close()
+        b.close()
+    out, err = out.decode(), err.decode()
+    result = testenv.JobResult(proc.returncode, out, err, None, 0)
+    assert result.status == 0, err
+    assert racf_lines(result) == [], err
+    # rows 1-3, 5-8: not a single trap was sprung, on the host or by any helper.
+    assert markers(evil) == []
+    lines = out.splitlines()
+    # row 30: identity from the kernel, whatever the environment and arguments claim.
+    assert lines[0:2] == [str(JOB_UID), str(JOB_UID)], out
+    # row 29: every argument arrived verbatim (od shows the bytes), nothing evaluated.
+    expected = [subprocess.run(["od", "-An", "-c"], input=f"<{x}>".encode(), capture_output=True)
+                .stdout.decode().replace(" ", "").replace("\n", "") for x in ARGS]
+    assert lines[2:2 + len(ARGS)] == expected, out
+    assert lines[2 + len(ARGS)] == hostile_env(evil)["RACF_HOSTILE_OK"]
+    guest_env = set(lines[3 + len(ARGS)].split())
+    for name in ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "GLIBC_TUNABLES", "GCONV_PATH",
+                 "BASH_ENV", "ENV", "IFS", "SHELLOPTS", "PS4", "XDG_RUNTIME_DIR"):
+        assert name not in guest_env, (name, guest_env)
+    assert not any(n.startswith("BASH_FUNC_") for n in guest_env)
+    # row 12: neither the wrapper, its children, nor QEMU held the inherited fds.
+    assert "wrapper" in found, "never saw the wrapper"
+    assert not found.get("leaked"), found.get("leaked")
+    # row 20: the user's SIGSTOP/SIGKILL were refused (EPERM); the job ran to its end.
+    assert "stop=1" in found["signals"] and "kill=1" in found["signals"], found["signals"]
+    assert "not permitted" in found["signals"], found["signals"]
+    assert "done" in lines
+    # row 13: with umask 000 the job dir is 0711 and the overlay 0600 (explicit modes).
+    modes = found.get("modes", {})
+    assert modes, "never saw the job directory"
+    for name, (mode, uid) in modes.items():
+        assert mode in ("0o711", "0o700", "0o600"), (name, mode)
+    # row 25: the live domain states every disk format; the base is reached via backingStore.
+    xml = found.get("xml", "")
+    assert "<backingStore type='file'>" in xml and "<format type='qcow2'/>" in xml, xml
+    assert xml.count("<driver name='qemu' type='qcow2'") >= 1, xml
+
+
+def test_row27_sandbox_symlink_swap_and_hardlink(site, evil):
+    """The user swaps a sandbox subdirectory for a symlink to /etc while the guest runs and
+    tries to hardlink a root file into the sandbox: nothing is written outside the sandbox,
+    nothing is written or chowned as root."""
+    script = "sleep 4; mkdir -p sub; echo pwned > sub/racf-hostile-marker; echo pwned > hl; echo done"
+    cmd = testenv.job_command("busybox", "/bin/sh", ["-c", script], keep_sandbox=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    sandbox = testenv.EXECUTE_DIR / f"dir_{proc.pid}"
+    planted = {}
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not planted:
+            if any(d.name().startswith("racf-vm-") for d in conn.listAllDomains()):
+                p = subprocess.run(
+                    ["/usr/bin/setpriv", "--reuid", str(JOB_UID), "--regid", str(JOB_UID),
+                     "--clear-groups", "/bin/sh", "-c",
+                     f"cd {sandbox} && ln -s /etc sub && echo sym=$?; "
+                     f"ln {testenv.TEST_CONFIG} {sandbox}/hl; echo hard=$?"],
+                    capture_output=True, text=True)
+                planted["out"] = p.stdout + p.stderr
+            time.sleep(0.2)
+    finally:
+        conn.close()
+    out, err = proc.communicate(timeout=300)
+    err = err.decode()
+    try:
+        assert "sym=0" in planted.get("out", ""), planted
+        # fs.protected_hardlinks: the kernel refuses the user a link to a root file.
+        assert "hard=1" in planted["out"], planted
+        assert not Path("/etc/racf-hostile-marker").exists()
+        assert testenv.TEST_CONFIG.read_text().startswith("# racf-vm test site")
+        lines = racf_lines(testenv.JobResult(proc.returncode, "", err, None, 0))
+        # Extraction runs as the user: writing through the symlink into /etc fails.
+        assert proc.returncode in (0, 64, 75), err
+        assert len(lines) <= 1, err
+        for p in sandbox.rglob("*"):
+            assert os.lstat(p).st_uid == JOB_UID, p
+    finally:
+        Path("/etc/racf-hostile-marker").unlink(missing_ok=True)
+        subprocess.run(["rm", "-rf", str(sandbox)])
+
+
+def test_row40_hostile_guest_filesystem(site):
+    """A catalog image whose filesystem is garbage: libguestfs fails in bounded time, the
+    job is requeued (75 + .job_wrapper_failure), nothing is left behind."""
+    disk = HOSTILE_DIR / "corrupt.qcow2"
+    raw = HOSTILE_DIR / "corrupt.raw"
+    with open(raw, "wb") as f:
+        f.write(os.urandom(1 << 20))
+        f.seek(1024)
+        f.write(b"\x53\xef" * 512)  # ext-ish garbage: a superblock magic in the wrong place
+        f.truncate(32 << 20)
+    subprocess.run(["/usr/bin/qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1",
+                    str(raw), str(disk)], check=True)
+    raw.unlink()
+    os.chmod(disk, 0o644)
+    started = time.monotonic()
+    with catalog_entry(site, "h-corrupt", disk):
+        result = run(wrapper_args=["-i", "h-corrupt"], keep_sandbox=True)
+    seconds = time.monotonic() - started
+    try:
+        assert_refused(result, 75, "libguestfs")
+        note = result.sandbox / ".job_wrapper_failure"
+        assert note.stat().st_uid == JOB_UID and "libguestfs" in note.read_text()
+        assert seconds < 240, seconds
+    finally:
+        if result.sandbox:
+            subprocess.run(["rm", "-rf", str(result.sandbox)])

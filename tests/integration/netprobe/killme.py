@@ -1,0 +1,41 @@
+"""A stand-in wrapper for the SIGKILL test: lease, boot a guest, wait to be killed.
+
+    killme.py STATE_DIR OVERLAY_NAME ROOT IMAGE_DIR
+Prints "READY <tag> <ip>" once the guest is booting on the untrusted network.
+"""
+
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..", "..")))
+
+from racf_vm import domain, jobtag  # noqa: E402
+
+import netpolicy  # noqa: E402
+from tests.integration.netprobe import harness  # noqa: E402
+
+
+def main():
+    state_dir, name, root, image_dir = sys.argv[1:5]
+    cfg = harness.load_config(state_dir)
+    guests = harness.Guests(root, image_dir)
+    ov_dir = os.path.join(root, "state")
+    for d in os.listdir(ov_dir):
+        if d.startswith(f"nt{name}-"):
+            guests.overlays[name] = (os.path.join(ov_dir, d, "overlay.qcow2"), os.path.join(ov_dir, d),
+                                     os.path.join(image_dir, guests.meta["disk"]))
+    owner = jobtag.self_owner()
+    tag = jobtag.make_tag("kill", 1, 0, owner)
+    conn = domain.open_connection("qemu:///system")
+    with netpolicy.untrusted_lease(conn, cfg, tag) as lease:
+        spec = guests.spec(name, tag, owner.pid, network=lease.network_name, mac=lease.mac)
+        guests.boot(conn, spec)
+        print(f"READY {tag} {lease.ip} {guests.consoles[name]}", flush=True)
+        while True:
+            time.sleep(60)
+
+
+if __name__ == "__main__":
+    main()

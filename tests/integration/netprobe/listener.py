@@ -1,0 +1,73 @@
+"""Record who connects: a TCP/UDP listener writing one JSON line per peer (network tests).
+
+    listener.py LOG ADDR:PROTO:PORT... [--raw PROTO]
+
+Each TCP connection and UDP datagram is logged as {"proto", "dst", "port", "src",
+"sport", "t"} and answered with "sport=N" (what we saw), so the sender can check it too.
+--raw PROTO also logs every IPv4 packet of that protocol number ({"proto": "raw", ...}).
+Runs until killed. Used inside the test's "site" namespace and on the host.
+"""
+
+import json
+import select
+import socket
+import sys
+import time
+
+
+def main():
+    log = open(sys.argv[1], "a", buffering=1)
+    socks = {}
+    args = sys.argv[2:]
+    raw = None
+    if "--raw" in args:
+        i = args.index("--raw")
+        raw = int(args[i + 1])
+        del args[i:i + 2]
+    for spec in args:
+        addr, proto, port = spec.rsplit(":", 2)
+        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if fam == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if addr == "::" else 1)
+        s.bind((addr, int(port)))
+        if proto == "tcp":
+            s.listen(16)
+        socks[s] = (proto, addr, int(port))
+    if raw is not None:
+        r = socket.socket(socket.AF_INET, socket.SOCK_RAW, raw)
+        socks[r] = ("raw", "*", raw)
+    print("ready", flush=True)
+
+    def record(proto, addr, port, peer):
+        log.write(json.dumps({"proto": proto, "dst": addr, "port": port, "src": peer[0],
+                              "sport": peer[1], "t": time.time()}) + "\n")
+
+    while True:
+        ready, _, _ = select.select(list(socks), [], [], 1.0)
+        for s in ready:
+            proto, addr, port = socks[s]
+            try:
+                if proto == "tcp":
+                    c, peer = s.accept()
+                    record("tcp", addr, port, peer)
+                    c.settimeout(2)
+                    try:
+                        c.sendall(f"sport={peer[1]}\n".encode())
+                    except OSError:
+                        pass
+                    c.close()
+                elif proto == "udp":
+                    data, peer = s.recvfrom(2048)
+                    record("udp", addr, port, peer)
+                    s.sendto(f"sport={peer[1]}\n".encode(), peer)
+                else:
+                    data, peer = s.recvfrom(65535)
+                    record("raw", addr, port, (peer[0], 0))
+            except OSError:
+                pass
+
+
+if __name__ == "__main__":
+    main()
