@@ -55,6 +55,7 @@ class JobRun:
         self.conn = None
         self.dom = None
         self._chans = None
+        self._qemu_exited = False
         self._net = contextlib.ExitStack()  # the untrusted network lease, if any
         self._resources = contextlib.ExitStack()  # held for the job's life (image lock)
         self.started_at = time.monotonic()
@@ -240,6 +241,8 @@ class JobRun:
                 chans.close()
             if self.terminated:
                 raise contextualize.Cancelled()
+            log.info("guest gone %.2fs after exec", time.monotonic() - self.started_at)
+            self._qemu_exited = True
             self._guest_gone(state)
             if result.output_overflow:
                 raise UsageError(
@@ -324,7 +327,9 @@ class JobRun:
     # -- teardown -----------------------------------------------------------------
     def cleanup(self) -> None:
         """Remove everything this job created. Safe to call more than once."""
-        if self.dom is not None:
+        if self.dom is not None and not self._qemu_exited:
+            # (once QEMU has exited, libvirt's own bookkeeping takes ~1.5 s more; closing our
+            # connection below lets autodestroy finish it without making the job wait)
             try:
                 domain.destroy(self.dom)
             except Exception:  # teardown must go on; gc will find what is left
@@ -343,6 +348,7 @@ class JobRun:
             if os.path.exists(self.job_dir):
                 log.warning("could not remove %s; racf-vm gc will", self.job_dir)
             self.job_dir = None
+        log.info("teardown done %.2fs after exec", time.monotonic() - self.started_at)
 
 
 class _GuestState:

@@ -25,8 +25,35 @@ def _floor(image_dir):
     return res.timings["qemu_total"], res.timings["boot_to_started"]
 
 
+def _guestfs_launch(image_dir):
+    """The yardstick: one plain libguestfs launch (default appliance) writing one file."""
+    import subprocess
+    import tempfile
+    import time
+
+    import guestfs
+
+    meta = qemu_direct.load_image(str(image_dir))
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        overlay = f"{tmp}/overlay.qcow2"
+        base = f"{image_dir}/{meta['disk']}"
+        subprocess.run(["/usr/bin/qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, overlay], check=True)
+        started = time.monotonic()
+        g = guestfs.GuestFS(python_return_dict=True)
+        g.set_backend("direct")
+        g.set_backend_settings(["force_tcg"])
+        g.add_drive_opts(overlay, format="qcow2")
+        g.launch()
+        g.mount(meta["root_device"], "/")
+        g.write("/bench", b"x")
+        g.umount_all()
+        g.shutdown()
+        g.close()
+        return time.monotonic() - started
+
+
 def _wrapper():
-    res = testenv.run_job("busybox", "/bin/true", keep_sandbox=False)
+    res = testenv.run_job("busybox", "/bin/true", keep_sandbox=False, starter_opts=["--slot", "slot8_1"])
     if res.status != 0:
         raise SystemExit(f"bench: the wrapper run failed ({res.status}): {res.stderr}")
     started = float(re.search(r"guest command started ([0-9.]+)s after exec", res.stderr).group(1))
@@ -40,8 +67,9 @@ def main() -> int:
         testenv.ensure_users()
         image = testenv.build_image("small")
         testenv.write_site({"busybox": (image, "trusted")}, log_level="info")
-        _wrapper()  # warm-up: libguestfs appliance and KVM probe caches
-        floors, floor_starts, totals, starts, launches = [], [], [], [], []
+        _wrapper()  # warm-up: libguestfs appliances and KVM probe caches
+        _guestfs_launch(image)
+        floors, floor_starts, totals, starts, launches, plain = [], [], [], [], [], []
         for _ in range(RUNS):
             f, fs = _floor(image)
             floors.append(f)
@@ -50,8 +78,10 @@ def main() -> int:
             totals.append(total)
             starts.append(start)
             launches.append(launch)
+            plain.append(_guestfs_launch(image))
         floor, floor_start = statistics.median(floors), statistics.median(floor_starts)
         total, start, launch = statistics.median(totals), statistics.median(starts), statistics.median(launches)
+        yardstick = statistics.median(plain)
         overhead = total - floor
         print(f"bench (median of {RUNS}, TCG, small busybox image, command /bin/true)")
         print(f"  floor: bare qemu-system boot -> command started  {floor_start:6.2f} s")
@@ -59,9 +89,10 @@ def main() -> int:
         print(f"  wrapper: exec -> guest command started           {start:6.2f} s  ({start / floor_start:.2f}x floor)")
         print(f"  wrapper: total                                   {total:6.2f} s  ({total / floor:.2f}x floor)")
         print(f"  wrapper overhead above the floor                 {overhead:6.2f} s")
-        print(f"  one libguestfs launch (contextualization)        {launch:6.2f} s")
-        verdict = "met" if overhead <= launch else f"missed by {overhead - launch:.2f} s"
-        print(f"  goal: overhead <= one libguestfs launch: {verdict} ({overhead / launch:.2f} launches)")
+        print(f"  our contextualization (fixed appliance)         {launch:6.2f} s")
+        print(f"  one plain libguestfs launch (default appliance)  {yardstick:6.2f} s")
+        verdict = "met" if overhead <= yardstick else f"missed by {overhead - yardstick:.2f} s"
+        print(f"  goal: overhead <= one libguestfs launch: {verdict} ({overhead / yardstick:.2f} launches)")
         return 0
     finally:
         if started_services:

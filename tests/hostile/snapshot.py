@@ -174,7 +174,20 @@ class Snapshot:
         )
 
     def diff(self, after: "Snapshot") -> list:
-        """Human-readable differences (empty when nothing changed)."""
+        """Human-readable differences (empty when nothing changed).
+
+        RACF_HOSTILE_SHARED=1 (a development host where other suites run at the same time):
+        ignore domains, job dirs and firewall changes that are not from a ``slot*`` job of
+        this suite. CI runs strict.
+        """
+        if os.environ.get("RACF_HOSTILE_SHARED") == "1":
+            mine = lambda x: "slot" in repr(x) or "racf-vm-" not in repr(x)
+            self = dataclasses.replace(self, domains=[d for d in self.domains if "slot" in d],
+                                       state=[r for r in self.state if mine(r) or "/jobs/" not in r[0]],
+                                       firewall={})
+            after = dataclasses.replace(after, domains=[d for d in after.domains if "slot" in d],
+                                        state=[r for r in after.state if mine(r) or "/jobs/" not in r[0]],
+                                        firewall={})
         out = []
         for f in ("domains", "state", "trusted", "job_user_files"):
             a, b = getattr(self, f), getattr(after, f)

@@ -133,6 +133,7 @@ def test_untrusted_guest_behind_nat(netsite, kind):
                                               cmdline="racf.nodhcp"))
                 ca = guests.wait_for(f"A{kind}", "LOOP", 240, count=3)
                 # fail closed: our rules for A go away mid-job -> A is cut off
+                conntrack_during = conntrack.entries_for(la.ip)
                 flushed_at = time.time()
                 assert backend.remove_job(tag_a) > 0
                 ca = guests.wait_for(f"A{kind}", "DONE", 120)
@@ -140,7 +141,6 @@ def test_untrusted_guest_behind_nat(netsite, kind):
                 cb = guests.console(f"B{kind}")
                 print(f"{kind}: guests done in {time.monotonic() - t0:.1f}s")
                 a_ip = la.ip
-                conntrack_during = conntrack.entries_for(a_ip)
                 for tag in (tag_a, tag_b, tag_t):
                     with contextlib.suppress(Exception):
                         domain.destroy(conn.lookupByName(f"racf-vm-{tag}"))
@@ -235,6 +235,7 @@ def test_sigkill_then_gc_leaves_nothing(netsite):
         net = network.lookup_network(conn, cfg.untrusted_network.name)
         assert any(r.ip == ip for r in network.reservations(net))
         assert backend.job_rule_count(tag) > 0
+        assert conntrack.entries_for(ip), "the killed job's conntrack entries should still be there"
         out = subprocess.run([H.PY, "-m", "racf_vm.cli", "--config", conf, "gc"], cwd=H.REPO,
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr

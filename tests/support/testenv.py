@@ -210,18 +210,28 @@ def run_job(*args, timeout: float = 900, **kwargs) -> JobResult:
     return JobResult(proc.returncode, proc.stdout.decode(errors="replace"), stderr, Path(m.group(1)) if m else None, seconds)
 
 
-def leftovers() -> list:
-    """Every racf-vm resource still present: domains and job directories."""
-    found = []
+def _racf_domains() -> list:
     import libvirt
 
     conn = libvirt.open("qemu:///system")
     try:
-        for dom in conn.listAllDomains():
-            if dom.name().startswith("racf-vm-"):
-                found.append(f"domain {dom.name()}")
+        return [d.name() for d in conn.listAllDomains() if d.name().startswith("racf-vm-")]
     finally:
         conn.close()
+
+
+def leftovers(settle: float = 15.0) -> list:
+    """Every racf-vm resource still present: domains and job directories.
+
+    A domain whose QEMU has exited may stay listed while libvirtd finishes tearing it
+    down (about 1.5 s); it gets ``settle`` seconds to go before it counts as left over.
+    """
+    deadline = time.monotonic() + settle
+    domains = _racf_domains()
+    while domains and time.monotonic() < deadline:
+        time.sleep(0.2)
+        domains = _racf_domains()
+    found = [f"domain {name}" for name in domains]
     jobs = STATE_DIR / "jobs"
     if jobs.is_dir():
         found += [f"job dir {p}" for p in jobs.iterdir()]

@@ -192,7 +192,7 @@ out DONE
 """
 
 KEEPALIVE = _PRELUDE + f"""
-while true; do out K $($P tcp 0 {SITE_IP} 7006); sleep 1; done
+while true; do out K $($P tcp 0 {SITE_IP} 7006) $($P udp 0 {SITE_IP} 7002); sleep 1; done
 """
 
 TRUSTED_JOB = r"""#!/bin/sh

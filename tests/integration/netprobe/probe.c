@@ -90,7 +90,11 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(mode, "raw")) {
         int proto = atoi(argv[2]);
-        if (argc < 4 || resolve(argv[3], 0, SOCK_RAW, &ss, &len)) { printf("FAIL raw bad address\n"); return 1; }
+        struct sockaddr_in *a = (void *)&ss;
+        memset(&ss, 0, sizeof ss);
+        a->sin_family = AF_INET;
+        len = sizeof *a;
+        if (argc < 4 || inet_pton(AF_INET, argv[3], &a->sin_addr) != 1) { printf("FAIL raw bad address\n"); return 1; }
         int s = socket(AF_INET, SOCK_RAW, proto);
         if (s < 0) { printf("FAIL raw socket: %s\n", strerror(errno)); return 1; }
         if (sendto(s, "racf-raw-probe", 14, 0, (void *)&ss, len) < 0) { printf("FAIL raw send: %s\n", strerror(errno)); return 1; }
