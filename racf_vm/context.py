@@ -53,15 +53,21 @@ def _numbered(directory: str, values) -> list:
     return [GuestEntry(f"{directory}/{i:04d}", 0o600, data=v) for i, v in enumerate(values)]
 
 
+@dataclass(frozen=True)
+class GuestfsSettings:
+    """How libguestfs is run: from the site config and the accelerator probe."""
+
+    backend: str
+    force_tcg: bool
+    memsize_mib: int
+    cachedir: str  # root-owned: appliance cache and temporary files
+
+
 def guestfs_apply(
     overlay: str,
     filesystem: str,
     entries: Sequence[GuestEntry],
-    *,
-    backend: str,
-    force_tcg: bool,
-    memsize_mib: int,
-    cachedir: str,
+    settings: GuestfsSettings,
     appliance: Optional[str] = None,
 ) -> None:
     """Write ``entries`` into the qcow2 ``overlay`` with one libguestfs appliance launch.
@@ -73,14 +79,14 @@ def guestfs_apply(
 
     g = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
     try:
-        g.set_backend(backend)
-        if force_tcg:
+        g.set_backend(settings.backend)
+        if settings.force_tcg:
             g.set_backend_settings(["force_tcg"])
-        g.set_cachedir(cachedir)
+        g.set_cachedir(settings.cachedir)
         if appliance is not None:
             g.set_path(appliance)
-        g.set_tmpdir(cachedir)
-        g.set_memsize(memsize_mib)
+        g.set_tmpdir(settings.cachedir)
+        g.set_memsize(settings.memsize_mib)
         g.set_network(False)
         g.add_drive_opts(overlay, format="qcow2", readonly=False)
         g.launch()

@@ -13,8 +13,9 @@ import time
 from typing import Callable, Sequence
 
 from .appliance import fixed_appliance
-from .context import GuestEntry, guestfs_apply
+from .context import GuestEntry, GuestfsSettings, guestfs_apply
 from .errors import RacfError, TemporaryError
+from .procutil import kill_group
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,8 @@ def contextualize(
     overlay: str,
     filesystem: str,
     entries: Sequence[GuestEntry],
+    settings: GuestfsSettings,
     *,
-    backend: str,
-    force_tcg: bool,
-    memsize_mib: int,
-    cachedir: str,
     timeout: float,
     cancelled: Callable[[], bool] = lambda: False,
 ) -> float:
@@ -48,16 +46,7 @@ def contextualize(
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         result = {"ok": True}
         try:
-            guestfs_apply(
-                overlay,
-                filesystem,
-                entries,
-                backend=backend,
-                force_tcg=force_tcg,
-                memsize_mib=memsize_mib,
-                cachedir=cachedir,
-                appliance=fixed_appliance(cachedir),
-            )
+            guestfs_apply(overlay, filesystem, entries, settings, fixed_appliance(settings.cachedir))
         except BaseException as exc:  # report every failure to the parent
             result = {"ok": False, "error": " ".join(str(exc).split())[-600:]}
         os.write(write_fd, json.dumps(result).encode())
@@ -86,20 +75,12 @@ def _wait(pid: int, deadline: float, cancelled: Callable[[], bool]) -> int:
         if done:
             return status
         if cancelled():
-            _kill_group(pid)
+            kill_group(pid)
             raise Cancelled()
         if time.monotonic() > deadline:
-            _kill_group(pid)
+            kill_group(pid)
             raise TemporaryError("contextualizing the guest with libguestfs timed out")
         time.sleep(0.05)
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    os.waitpid(pid, 0)
 
 
 def _read_all(fd: int) -> bytes:

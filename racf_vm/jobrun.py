@@ -6,11 +6,10 @@ SIGKILL is covered by libvirt's autodestroy and ``racf-vm gc``.
 """
 
 import contextlib
-import contextlib
 import logging
+import grp
 import os
 import pwd
-import grp
 import shutil
 import signal
 import time
@@ -37,7 +36,7 @@ from . import (
     selfcheck,
     sizing,
 )
-from .errors import ConfigError, InternalError, RefusedError, TemporaryError, UsageError
+from .errors import ConfigError, RefusedError, TemporaryError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +122,17 @@ class JobRun:
         qemu_gid = grp.getgrnam(cfg.libvirt.qemu_group).gr_gid
         overlay_path = overlay.create_overlay(self.job_dir, base.path, image.format, qemu_uid, qemu_gid)
         entries = context.plan_context(req, runner, input_tar)
-        contextualize.contextualize(
-            overlay_path,
-            image.context.filesystem,
-            entries,
+        settings = context.GuestfsSettings(
             backend=cfg.guestfs.backend,
             force_tcg=accel_kind != "kvm",
             memsize_mib=cfg.guestfs.memsize_mib,
             cachedir=_guestfs_dir(cfg.paths.state_dir),
+        )
+        contextualize.contextualize(
+            overlay_path,
+            image.context.filesystem,
+            entries,
+            settings,
             timeout=cfg.timeouts.contextualize,
             cancelled=self._cancelled,
         )

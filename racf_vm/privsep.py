@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, Callable, Optional
 
 from . import errors
 from .errors import InternalError, RacfError, TemporaryError, UsageError
+from .procutil import kill_group
 
 # Error classes a child may report; anything else becomes an internal error.
 _REPORTABLE = {
@@ -121,7 +122,7 @@ def call_as_user(
     try:
         result, overflow = _collect(result_r, stream_r, stream_to, stream_limit, timeout, what)
     except BaseException:
-        _kill(pid)
+        kill_group(pid)
         raise
     finally:
         os.close(result_r)
@@ -131,14 +132,6 @@ def call_as_user(
     if overflow:
         raise UsageError(f"the {what} is larger than the site limit of {stream_limit} bytes")
     return _decode(result, status, what)
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    os.waitpid(pid, 0)
 
 
 def _collect(result_r, stream_r, stream_to, stream_limit, timeout, what):

@@ -1,7 +1,5 @@
 """End-to-end: real jobs through the starter stand-in, the setuid shim, libvirt and QEMU."""
 
-import os
-import re
 import signal
 import subprocess
 import time

@@ -202,7 +202,10 @@ out() { echo "RACFNET $*"; }
 ip link set eth0 up
 ip addr add """ + TRUSTED_GUEST_IP + """/24 dev eth0
 ip route add default via """ + TRUSTED_HOST_IP + """
-job() { setpriv --reuid=2501 --regid=2501 --clear-groups -- "$@"; }
+echo 'racfjob:x:2501:2501::/tmp:/bin/sh' >>/etc/passwd
+echo 'racfjob:x:2501:' >>/etc/group
+# as the runner does it on busybox: the job runs as the job user, never root
+job() { su -s /bin/sh -c 'exec "$@"' -- racfjob sh "$@"; }
 out ID $(job id -u)
 out TCP600_SITE $(job $P tcp 600 """ + SITE_IP + """ 7001)
 out TCP_SITE $(job $P tcp 0 """ + SITE_IP + """ 7001)
