@@ -173,10 +173,11 @@ def test_hostile_environment_fds_umask_rlimits_signals_args(site, evil):
 
     def hostile_process():
         os.umask(0)  # row 13
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))  # row 14 (root raises them back)
-        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-        resource.setrlimit(resource.RLIMIT_NPROC, (200, 200))
+        # row 14: hostile soft limits (the shim sets them back); a hard limit the host does
+        # not let root raise is refused cleanly instead (test_refusals, RLIMIT_NOFILE).
+        for res, soft in ((resource.RLIMIT_FSIZE, 1024), (resource.RLIMIT_AS, 1 << 30),
+                          (resource.RLIMIT_NPROC, 200), (resource.RLIMIT_NOFILE, 16)):
+            resource.setrlimit(res, (soft, resource.getrlimit(res)[1]))
 
     cmd = testenv.job_command("busybox", "/bin/sh", ["-c", GUEST_SCRIPT, "sh", *ARGS],
                               env=hostile_env(evil), keep_sandbox=False)

@@ -155,12 +155,13 @@ def test_qemu_img_v2_and_backed_images_refused(root_dir):
 
 
 @needs_root
-def test_raw_with_qcow2_header_is_raw(root_dir):
-    # A guest can write a qcow2 header (even one naming a backing file) into a raw disk.
+def test_raw_base_with_qcow2_header_is_refused(root_dir):
+    # A guest can write a qcow2 header (even one naming a backing file) into a raw disk;
+    # a base image declared raw that looks like qcow2 is refused, never probed.
     evil = qcow2_header(backing=(0x200, 11)) + b"/etc/shadow"
     path = write(os.path.join(root_dir, "disk.raw"), evil)
-    info = validate_base_image(path, "raw")
-    assert info.format == "raw" and info.virtual_size == info.file_size == len(evil)
+    with pytest.raises(RefusedError, match="qcow2 header"):
+        validate_base_image(path, "raw")
 
 
 @needs_root
