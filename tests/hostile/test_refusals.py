@@ -113,10 +113,12 @@ def test_row10_vm_args_not_a_string():
     assert_refused(r, 64, "VM_Args must be a quoted string")
 
 
-def test_row10_newline_in_image_name_via_job_ad_environment():
-    # The stand-in (like HTCondor) cannot put a raw newline into Args; the environment can.
-    r = run(wrapper_args=["-i", "busybox"], env={"_CONDOR_SCRATCH_DIR": "/tmp\n/etc"})
-    assert_refused(r, 64)
+def test_row10_newline_in_image_name_via_exec_from_a_shell():
+    # HTCondor cannot put a raw newline into Args, but a job whose executable is a shell
+    # can exec the wrapper with one (its parent is still the starter).
+    script = 'exec "$0" -i "$(printf "busy\\nbox")"'
+    r = run(job_argv=["/bin/sh", "-c", script, str(testenv.SHIM)])
+    assert_refused(r, 64, "image")
 
 
 # --- row 14: hostile rlimits that cannot be raised --------------------------------------
@@ -161,8 +163,8 @@ def test_row15_ssh_to_job_like_session():
 
 
 REPARENT = textwrap.dedent("""\
-    # Start the starter, freeze its job the moment it exists, make the starter vanish
-    # (killed, or its binary deleted), then let the job go on: the wrapper must refuse.
+    # The job stops itself just before it execs the wrapper; meanwhile the starter vanishes
+    # (killed, or its binary deleted); then the job goes on: the wrapper must refuse.
     import ctypes, os, signal, subprocess, sys, time, json
     mode, cmd = sys.argv[1], json.loads(sys.argv[2])
     libc = ctypes.CDLL(None)
@@ -178,9 +180,12 @@ REPARENT = textwrap.dedent("""\
             kids = []
         for k in kids:
             try:
-                os.kill(int(k), signal.SIGSTOP); job = int(k)
-            except ProcessLookupError:
-                pass
+                stat = open(f"/proc/{k}/stat").read()
+            except OSError:
+                continue
+            if stat[stat.rindex(")") + 2] == "T":
+                job = int(k)
+        time.sleep(0.01)
     assert job, "no job"
     if mode == "kill":
         starter.kill(); starter.wait()
@@ -195,6 +200,9 @@ REPARENT = textwrap.dedent("""\
         err = starter.communicate()[1].decode()
         print(json.dumps({"status": starter.returncode, "stderr": err}))
 """)
+
+# The job as the stand-in starts it: a shell that stops itself, then execs the wrapper.
+SELF_STOPPING_JOB = ["/bin/sh", "-c", 'kill -STOP $$; exec "$0" -i busybox', str(testenv.SHIM)]
 
 
 def _reparent(mode, cmd):
@@ -211,7 +219,7 @@ def test_row17_parent_exits_and_pid_is_taken_over():
     # The starter dies right after exec'ing the job; the job is reparented to another
     # (root, python) process. The wrapper re-reads getppid() and refuses.
     cmd = testenv.job_command("busybox", "/bin/true", keep_sandbox=False,
-                              starter_opts=["--slot", "slot9_9"])
+                              starter_opts=["--slot", "slot9_9"], job_argv=SELF_STOPPING_JOB)
     r = _reparent("kill", cmd)
     line = assert_refused(r, 77)
     assert "parent" in line, line
@@ -225,7 +233,7 @@ def test_row18_starter_binary_deleted(site, tools):
     copy = tools / "condor_starter"
     shutil.copy(testenv.STARTER, copy)
     os.chmod(copy, 0o755)
-    cmd = testenv.job_command("busybox", "/bin/true", keep_sandbox=False)
+    cmd = testenv.job_command("busybox", "/bin/true", keep_sandbox=False, job_argv=SELF_STOPPING_JOB)
     cmd[0] = str(copy)
     r = _reparent("delete", cmd)
     assert_refused(r, 77, "deleted")
@@ -472,7 +480,7 @@ def test_row37_config_parent_dir_writable():
 
 def test_row37_config_symlinked_into_user_dir(site):
     # The config path becomes a symlink to a copy in a user-writable directory.
-    ud = Path(tempfile.mkdtemp(prefix="racf-hostile-conf-"))
+    ud = Path(tempfile.mkdtemp(prefix="racf-hostile-conf-", dir=testenv.IMAGE_CACHE))
     os.chmod(ud, 0o777)
     backup = testenv.TEST_CONFIG.with_name("racf-vm.toml.hostile-backup")
     os.rename(testenv.TEST_CONFIG, backup)

@@ -213,11 +213,14 @@ def test_sigkill_then_gc_leaves_nothing(netsite):
     os.chmod(conf, 0o644)
     cfg = H.load_config(state)
     backend = detect.get_backend("auto")
-    proc = subprocess.Popen([H.PY, os.path.join(H.HERE, "killme.py"), state, "K", root, netsite["image_dir"]],
+    proc = subprocess.Popen([H.PY, os.path.join(H.HERE, "killme.py"), state, "K", root, netsite["image_dir"],
+                             guests.overlays["K"][0], guests.overlays["K"][1]],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=H.REPO)
     try:
         line = proc.stdout.readline().split()
-        assert line and line[0] == "READY", proc.stderr.read() if proc.poll() is not None else line
+        if not line or line[0] != "READY":
+            proc.wait(10)
+            raise AssertionError(f"killme: {line} {proc.stderr.read()}")
         tag, ip, console = line[1], line[2], line[3]
         guests.consoles["K"] = console
         guests.wait_for("K", "K", 240, count=2)

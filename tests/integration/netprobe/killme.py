@@ -1,6 +1,6 @@
 """A stand-in wrapper for the SIGKILL test: lease, boot a guest, wait to be killed.
 
-    killme.py STATE_DIR OVERLAY_NAME ROOT IMAGE_DIR
+    killme.py STATE_DIR NAME ROOT IMAGE_DIR OVERLAY JOB_DIR
 Prints "READY <tag> <ip>" once the guest is booting on the untrusted network.
 """
 
@@ -21,11 +21,8 @@ def main():
     state_dir, name, root, image_dir = sys.argv[1:5]
     cfg = harness.load_config(state_dir)
     guests = harness.Guests(root, image_dir)
-    ov_dir = os.path.join(root, "state")
-    for d in os.listdir(ov_dir):
-        if d.startswith(f"nt{name}-"):
-            guests.overlays[name] = (os.path.join(ov_dir, d, "overlay.qcow2"), os.path.join(ov_dir, d),
-                                     os.path.join(image_dir, guests.meta["disk"]))
+    ov, job_dir = sys.argv[5], sys.argv[6]
+    guests.overlays[name] = (ov, job_dir, os.path.join(image_dir, guests.meta["disk"]))
     owner = jobtag.self_owner()
     tag = jobtag.make_tag("kill", 1, 0, owner)
     conn = domain.open_connection("qemu:///system")
