@@ -235,4 +235,17 @@ def leftovers(settle: float = 15.0) -> list:
     jobs = STATE_DIR / "jobs"
     if jobs.is_dir():
         found += [f"job dir {p}" for p in jobs.iterdir()]
+    return found + _network_leftovers()
+
+
+def _network_leftovers() -> list:
+    """Per-job firewall rules (comment racf:<tag>) and DHCP reservations of the NAT network."""
+    found = []
+    nft = subprocess.run(["/usr/sbin/nft", "list", "table", "inet", "racf_vm"], capture_output=True, text=True)
+    for line in nft.stdout.splitlines():
+        m = re.search(r'comment "(racf:[^"]*)"', line)
+        if m and not m.group(1).startswith("racf:base"):
+            found.append(f"nft rule {m.group(1)}")
+    net = subprocess.run(["/usr/bin/virsh", "-q", "net-dumpxml", "racf-untrusted"], capture_output=True, text=True)
+    found += [f"dhcp reservation {h}" for h in re.findall(r"<host [^>]*>", net.stdout)]
     return found
