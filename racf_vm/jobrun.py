@@ -116,31 +116,9 @@ class JobRun:
         owner = jobtag.self_owner()
         tag = jobtag.make_tag(req.slot, req.cluster, req.proc, owner)
         self.job_dir = overlay.make_job_dir(cfg.paths.state_dir, tag)
-        input_tar = self._collect_input(req)
-        self._check_cancelled()
         qemu_uid = pwd.getpwnam(cfg.libvirt.qemu_user).pw_uid
         qemu_gid = grp.getgrnam(cfg.libvirt.qemu_group).gr_gid
-        overlay_path = overlay.create_overlay(self.job_dir, base.path, image.format, qemu_uid, qemu_gid)
-        entries = context.plan_context(req, runner, input_tar)
-        settings = context.GuestfsSettings(
-            backend=cfg.guestfs.backend,
-            force_tcg=accel_kind != "kvm",
-            memsize_mib=cfg.guestfs.memsize_mib,
-            cachedir=_guestfs_dir(cfg.paths.state_dir),
-        )
-        contextualize.contextualize(
-            overlay_path,
-            image.context.filesystem,
-            entries,
-            settings,
-            timeout=cfg.timeouts.contextualize,
-            cancelled=self._cancelled,
-        )
-        os.unlink(input_tar)  # it now lives in the overlay
-        if image.boot.method == "kernel":
-            boot = domain_xml.KernelBoot(image.boot.kernel, image.boot.initrd or None, image.boot.cmdline)
-        else:
-            boot = domain_xml.BootloaderBoot()
+        overlay_path = self._prepare_overlay(req, image, base, runner, accel_kind, qemu_uid, qemu_gid)
         self._check_cancelled()
         if image.trust == "trusted":
             net_kw = {"bridge": cfg.network.trusted_bridge or None}
@@ -159,7 +137,7 @@ class JobRun:
             overlay_path=overlay_path,
             base_path=base.path,
             base_format=image.format,
-            boot=boot,
+            boot=_boot_spec(image.boot),
             qemu_uid=qemu_uid,
             qemu_gid=qemu_gid,
             machine=cfg.libvirt.machine,
@@ -168,6 +146,29 @@ class JobRun:
         self._check_cancelled()
         imageheader.recheck_base_image(base)  # qemu must get the very file we validated
         return self._boot_and_wait(domain_xml.build_domain_xml(spec), spec.name)
+
+    def _prepare_overlay(self, req, image, base, runner: bytes, accel_kind: str, qemu_uid: int, qemu_gid: int) -> str:
+        """The job's overlay on the base image, with the job written into it."""
+        cfg = self.config
+        input_tar = self._collect_input(req)
+        self._check_cancelled()
+        overlay_path = overlay.create_overlay(self.job_dir, base.path, image.format, qemu_uid, qemu_gid)
+        settings = context.GuestfsSettings(
+            backend=cfg.guestfs.backend,
+            force_tcg=accel_kind != "kvm",
+            memsize_mib=cfg.guestfs.memsize_mib,
+            cachedir=_guestfs_dir(cfg.paths.state_dir),
+        )
+        contextualize.contextualize(
+            overlay_path,
+            image.context.filesystem,
+            context.plan_context(req, runner, input_tar),
+            settings,
+            timeout=cfg.timeouts.contextualize,
+            cancelled=self._cancelled,
+        )
+        os.unlink(input_tar)  # it now lives in the overlay
+        return overlay_path
 
     def _lookup_image(self, name: str):
         cat = catalog.load_catalog(self.config.paths.catalog_dir, check_trust=pathtrust.check_trusted_file)
@@ -253,7 +254,7 @@ class JobRun:
             if result.output_bytes:
                 spool.flush()
                 spool.seek(0)
-                privsep.call_as_user(
+                counts = privsep.call_as_user(
                     self.caller,
                     sandbox_io.extract_output_tar,
                     self.request.workdir,
@@ -261,6 +262,12 @@ class JobRun:
                     timeout=t.contextualize,
                     what="job's output files",
                 )
+                if counts["failed"]:
+                    log.warning(
+                        "%d output file(s) could not be written back to the sandbox (first: %s)",
+                        counts["failed"],
+                        counts["first_failure"],
+                    )
         return state.exit_status
 
     @staticmethod
@@ -389,6 +396,12 @@ def _writer(fd: int):
             pass
 
     return write
+
+
+def _boot_spec(boot):
+    if boot.method == "kernel":
+        return domain_xml.KernelBoot(boot.kernel, boot.initrd or None, boot.cmdline)
+    return domain_xml.BootloaderBoot()
 
 
 def _output_complete(spool) -> bool:

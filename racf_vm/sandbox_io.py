@@ -75,7 +75,8 @@ def extract_output_tar(tar_file: BinaryIO, workdir: str) -> dict:
     Only directories and regular files with safe relative names are written; HTCondor's
     own files and the input-only ads are skipped. Returns counts for the log.
     """
-    written = skipped = 0
+    written = skipped = failed = 0
+    first_failure = ""
     os.umask(0o022)  # this child only: the shim's 077 would hide results from the user's group
     root_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
@@ -85,22 +86,34 @@ def extract_output_tar(tar_file: BinaryIO, workdir: str) -> dict:
                 if rel is None or rel.split("/")[0] in CONDOR_FILES | INPUT_ONLY:
                     skipped += 1
                     continue
-                mode = member.mode & 0o777
-                if member.isdir():
-                    _makedirs(root_fd, rel, mode | 0o700)
-                elif member.isreg():
-                    parent = posixpath.dirname(rel)
-                    if parent:
-                        _makedirs(root_fd, parent, 0o755)
-                    _write_file(root_fd, rel, tar.extractfile(member), mode | 0o600)
-                    written += 1
-                else:
+                if not (member.isdir() or member.isreg()):
                     skipped += 1
+                    continue
+                try:
+                    _extract_member(tar, member, rel, root_fd)
+                except OSError as exc:
+                    # As the user, in the user's own sandbox: whatever the user made
+                    # unwritable (or pointed elsewhere) stays as it is; the rest comes back.
+                    failed += 1
+                    first_failure = first_failure or f"{rel}: {exc.strerror}"
+                    continue
+                written += member.isreg()
     except tarfile.TarError as exc:
         raise UsageError(f"the guest's output archive is damaged: {exc}") from exc
     finally:
         os.close(root_fd)
-    return {"written": written, "skipped": skipped}
+    return {"written": written, "skipped": skipped, "failed": failed, "first_failure": first_failure}
+
+
+def _extract_member(tar, member, rel: str, root_fd: int) -> None:
+    mode = member.mode & 0o777
+    if member.isdir():
+        _makedirs(root_fd, rel, mode | 0o700)
+        return
+    parent = posixpath.dirname(rel)
+    if parent:
+        _makedirs(root_fd, parent, 0o755)
+    _write_file(root_fd, rel, tar.extractfile(member), mode | 0o600)
 
 
 def _safe_name(name: str):
