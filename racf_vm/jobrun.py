@@ -17,7 +17,6 @@ from typing import Optional
 
 from . import (
     accel,
-    images,
     catalog,
     channels,
     config as config_mod,
@@ -26,6 +25,7 @@ from . import (
     domain,
     domain_xml,
     imageheader,
+    images,
     jobrequest,
     jobtag,
     overlay,
@@ -55,8 +55,8 @@ class JobRun:
         self.dom = None
         self._chans = None
         self._qemu_exited = False
-        self._net = contextlib.ExitStack()  # the untrusted network lease, if any
-        self._resources = contextlib.ExitStack()  # held for the job's life (image lock)
+        # held for the job's life: the base image's lock, the untrusted network lease
+        self._held = contextlib.ExitStack()
         self.started_at = time.monotonic()
 
     # -- set-up -----------------------------------------------------------------
@@ -106,7 +106,7 @@ class JobRun:
         runner = _read_trusted(cfg.paths.runner)  # refuse before any state exists
         image = self._lookup_image(req.image)
         images.ensure_image(image, self.config)
-        self._resources.enter_context(images.hold_image(image.path))
+        self._held.enter_context(images.hold_image(image.path))
         base = imageheader.validate_base_image(image.path, image.format)
         for boot_file in (image.boot.kernel, image.boot.initrd):
             if boot_file:
@@ -187,7 +187,7 @@ class JobRun:
 
         t = self.config.timeouts
         self.conn = domain.open_connection(self.config.libvirt.uri, t.libvirt_connect)
-        lease = self._net.enter_context(netpolicy.untrusted_lease(self.conn, self.config, tag))
+        lease = self._held.enter_context(netpolicy.untrusted_lease(self.conn, self.config, tag))
         return {"network": lease.network_name, "mac": lease.mac}
 
     def _size(self, req):
@@ -345,13 +345,14 @@ class JobRun:
                 log.warning("could not destroy the domain", exc_info=True)
             self.dom = None
         try:
-            self._net.close()  # rules, reservation, conntrack entries (after the guest is gone)
+            # the network lease (rules, reservation, conntrack entries: after the guest is
+            # gone, before the connection closes) and the base image's lock
+            self._held.close()
         except Exception:
             log.warning("could not release the job's network; racf-vm gc will", exc_info=True)
         if self.conn is not None:
             domain.close_connection(self.conn)
             self.conn = None
-        self._resources.close()
         if self.job_dir is not None:
             shutil.rmtree(self.job_dir, ignore_errors=True)
             if os.path.exists(self.job_dir):

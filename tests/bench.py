@@ -64,9 +64,7 @@ def _wrapper():
 def main() -> int:
     started_services = services.ensure_libvirtd()
     try:
-        testenv.ensure_users()
-        image = testenv.build_image("small")
-        testenv.write_site({"busybox": (image, "trusted")}, log_level="info")
+        image = testenv.small_site(log_level="info")["busybox"][0]
         _wrapper()  # warm-up: libguestfs appliances and KVM probe caches
         _guestfs_launch(image)
         floors, floor_starts, totals, starts, launches, plain = [], [], [], [], [], []

@@ -20,10 +20,8 @@ def show(title, result):
 def main() -> int:
     started = services.ensure_libvirtd()
     try:
-        testenv.ensure_users()
         print("building (or reusing) the small test image ...", flush=True)
-        image = testenv.build_image("small")
-        testenv.write_site({"busybox": (image, "trusted")})
+        testenv.small_site()
         uid = testenv.JOB_USERS["racfjob"]
         print(f"job user: racfjob, uid {uid}")
         script = 'echo "id -u in the guest: $(id -u)"; for a in "$@"; do printf "arg: <%s>\\n" "$a"; done; ' \

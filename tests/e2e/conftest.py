@@ -7,10 +7,7 @@ from tests.support import services, testenv
 def site():
     """libvirtd running, test users, the small image built and the test site written."""
     started = services.ensure_libvirtd()
-    testenv.ensure_users()
-    small = testenv.build_image("small")
-    images = {"busybox": (small, "trusted")}
-    testenv.write_site(images)
+    images = testenv.small_site()
     yield {"images": images}
     services.stop_libvirtd(started)
 

@@ -27,10 +27,8 @@ PREFIX = "h-"  # catalog names of crafted entries
 @pytest.fixture(scope="session")
 def site():
     started = services.ensure_libvirtd()
-    testenv.ensure_users()
-    small = testenv.build_image("small")
-    images = {"busybox": (small, "trusted")}
-    testenv.write_site(images)
+    images = testenv.small_site()
+    small = images["busybox"][0]
     if HOSTILE_DIR.exists():
         shutil.rmtree(HOSTILE_DIR)
     HOSTILE_DIR.mkdir(mode=0o755)

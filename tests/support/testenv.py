@@ -127,6 +127,17 @@ poweroff = 60
         _write_root_file(TEST_CATALOG / f"{name}.toml", catalog_entry(name, image_dir, trust))
 
 
+def small_site(**write_kw) -> dict:
+    """Test users, the small busybox image built (or reused) and the site written for it.
+
+    Returns the catalog mapping (name -> (image dir, trust)) that ``write_site`` took.
+    """
+    ensure_users()
+    images = {"busybox": (build_image("small"), "trusted")}
+    write_site(images, **write_kw)
+    return images
+
+
 def _write_root_file(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

@@ -1,9 +1,9 @@
 """racf_vm.selfcheck on crafted trees (root-owned temp dirs) and on the real runtime."""
 
 import os
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -96,13 +96,13 @@ def test_not_dumpable_in_child():
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_real_runtime_is_trusted_and_fast(tree):
-    conf = tree / "racf-vm.toml"
-    conf.write_text("")
-    paths = [p for p in sys.path if p and os.path.isabs(p) and not p.startswith(os.getcwd())]
-    started = time.perf_counter()
-    selfcheck.check_interpreter()
-    selfcheck.check_package()
-    selfcheck.check_sys_path(paths)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.5, elapsed
+def test_installed_runtime_is_trusted():
+    # The runtime as the wrapper sees it: the installed package under `python -I`, cwd /.
+    # (pytest's own view includes the checkout, which may sit anywhere, /tmp included.)
+    # How long the check takes is a bench matter, not an assert here.
+    code = ("from racf_vm import selfcheck; selfcheck.check_interpreter(); "
+            "selfcheck.check_package(); selfcheck.check_sys_path(); print('trusted')")
+    proc = subprocess.run([sys.executable, "-I", "-B", "-c", code], cwd="/",
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "trusted"
