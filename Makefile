@@ -16,7 +16,7 @@ DEBIAN_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clie
 	python3-libvirt qemu-system-x86 qemu-utils libguestfs-tools python3-guestfs \
 	linux-image-amd64 busybox-static mmdebstrap e2fsprogs python3-venv python3-psutil \
 	iptables nftables python3-nftables python3-iptables conntrack dnsmasq-base \
-	gcc libc6-dev make iproute2 curl zstd xz-utils passwd
+	gcc libc6-dev make iproute2 curl zstd xz-utils passwd cpio
 
 .PHONY: all deps build install uninstall test-setup test unit demo bench fuzz clean
 
@@ -68,8 +68,10 @@ test-setup: install
 	install -o root -g root -m 4755 wrapper/racf-vm-shim-test $(TEST_LIBEXEC)/vm
 	install -o root -g root -m 0755 tests/starter/condor_starter $(TEST_LIBEXEC)/condor_starter
 
+# Ends with the slowest tests (suite time stays visible) and the skip summary; a skip for
+# a reason outside tests/support/prereq.py MACHINE_SKIPS fails the run.
 test: deps test-setup
-	$(PY) -m pytest -p no:cacheprovider tests
+	$(PY) -m pytest -p no:cacheprovider --durations=25 tests
 
 unit: deps
 	$(PY) -m pytest -p no:cacheprovider tests/unit

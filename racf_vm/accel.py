@@ -49,11 +49,11 @@ def _probe(emulator: str, accel: Accel, timeout: float) -> bool:
         try:
             proc = runcmd.run(argv, timeout=timeout, check=False, what=f"{accel} probe")
         except CommandError as exc:  # timeout (QEMU killed) or could not run
-            log.info("%s probe failed: %s", accel, exc)
+            log.debug("%s probe failed: %s", accel, exc)
             return False
     ok = proc.returncode == EXPECTED_STATUS
     if not ok:
-        log.info("%s probe: status %s, stderr %r", accel, proc.returncode, proc.stderr[-500:])
+        log.debug("%s probe: status %s, stderr %r", accel, proc.returncode, proc.stderr[-500:])
     return ok
 
 

@@ -6,7 +6,6 @@ One exit path: every RacfError becomes one line ``racf-vm: ...`` and its sysexit
 
 import logging
 import os
-import stat
 import sys
 
 import click
@@ -160,7 +159,15 @@ def _policy_problems(obj):
         except RacfError as exc:
             yield f"{source}: path: {exc.message}"
     if entries == 0:
-        yield f"{directory}: the image catalog has no images; add one NAME.toml per image"
+        yield (f"{directory}: the image catalog has no images; copy an example from {_examples_dir(cfg)} "
+               f"to {directory}/NAME.toml, set its path and sha256 (sha256sum IMAGE), "
+               "then run racf-vm policy check")
+
+
+def _examples_dir(cfg) -> str:
+    """Where `make install` put the example catalog entries (beside the guest runner)."""
+    installed = os.path.join(os.path.dirname(os.path.dirname(cfg.paths.runner)), "examples")
+    return installed if os.path.isdir(installed) else "images.d/ of the racf-vm source tree"
 
 
 @policy.command("explain")
@@ -203,49 +210,16 @@ def policy_explain(obj, image):
 @cli.command()
 @click.pass_obj
 def doctor(obj):
-    """Check that this node can run VM jobs."""
+    """Check that this node can run VM jobs; each failure says what fixes it."""
+    from . import doctor as doctor_mod
+
     failures = 0
-    for ok, line in _doctor_checks(obj):
-        click.echo(f"{'ok  ' if ok else 'FAIL'} {line}")
-        failures += not ok
+    for finding in doctor_mod.checks(obj.config_path, lambda: obj.config, lambda: _policy_problems(obj)):
+        click.echo(finding.line())
+        failures += not finding.ok
     if failures:
-        raise errors.ConfigError(f"{failures} check(s) failed")
-
-
-def _doctor_checks(obj):
-    yield os.geteuid() == 0, "running as root"
-    try:
-        cfg = obj.config
-        yield True, f"config {obj.config_path}"
-    except RacfError as exc:
-        yield False, f"config: {exc.message}"
-        return
-    from . import accel, domain, libvirt_policy
-
-    shim = "/usr/local/racf/vm"
-    try:
-        st = os.stat(shim)
-        yield bool(st.st_mode & stat.S_ISUID) and st.st_uid == 0, f"{shim} is setuid root"
-    except FileNotFoundError:
-        yield False, f"{shim} is not installed (make install)"
-    try:
-        libvirt_policy.check_qemu_conf()
-        yield True, "qemu.conf does not run qemu as root"
-    except RacfError as exc:
-        yield False, exc.message
-    try:
-        conn = domain.open_connection(cfg.libvirt.uri, cfg.timeouts.libvirt_connect)
-        conn.close()
-        yield True, f"libvirtd reachable at {cfg.libvirt.uri}"
-    except RacfError as exc:
-        yield False, exc.message
-    try:
-        kind = accel.choose_accel(cfg.libvirt.accel, cfg.paths.state_dir, cfg.libvirt.emulator)
-        yield True, f"accelerator: {kind}"
-    except RacfError as exc:
-        yield False, exc.message
-    for line in _policy_problems(obj):
-        yield False, line
+        raise errors.ConfigError(f"{failures} check(s) failed; fix them in the order shown, then run racf-vm doctor again")
+    click.echo("doctor: this node can run racf-vm jobs")
 
 
 def _register_subgroups() -> None:

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Build the racf-vm test images.
 
-    build.py small|debian [--cache /var/cache/racf-vm-test]
+    python -m tests.images.build small|debian [--cache /var/cache/racf-vm-test]
 
 Prints the directory of the built image: <cache>/<name>-<hash16>/ where hash16 is the
-first 16 hex digits of a sha256 over this script and the recipe directory tests/images/<name>/.
+first 16 hex digits of a sha256 over this script, the recipe directory tests/images/<name>/
+and, for the small image, the host kernel it copies (release and image checksum: a kernel
+update rebuilds the image instead of reusing modules that no longer match).
 An existing directory is reused. A build happens in a temp dir under the cache and is renamed
 into place atomically. Each image directory holds disk.qcow2 (qcow2 v3), vmlinuz, initrd and
 image.toml. Needs root (mmdebstrap for debian; ownership in the images).
@@ -19,11 +21,9 @@ import tempfile
 import time
 
 from racf_vm.kernelimage import extract_vmlinux
+from tests.support.hostkernel import installed_kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KVER = "6.1.0-56-amd64"
-HOST_KERNEL = f"/boot/vmlinuz-{KVER}"
-HOST_MODULES = f"/lib/modules/{KVER}"
 BUSYBOX = "/bin/busybox"
 CMDLINE = "root=/dev/vda rw console=ttyS0 quiet panic=-1"
 DEFAULT_CACHE = "/var/cache/racf-vm-test"
@@ -40,6 +40,8 @@ def run(*cmd, **kw):
 
 def recipe_hash(name):
     h = hashlib.sha256()
+    for line in RECIPE_INPUTS.get(name, lambda: [])():
+        h.update(line.encode() + b"\n")
     files = [os.path.abspath(__file__)]
     rdir = os.path.join(HERE, name)
     for f in sorted(os.listdir(rdir)):
@@ -165,10 +167,17 @@ def write_toml(out, name, cmdline, extra):
 
 # ---------------------------------------------------------------- small
 
+def host_kernel_inputs():
+    kernel = installed_kernel()
+    return [f"kernel {kernel.release} sha256 {kernel.fingerprint()}"]
+
+
 def build_small(out, tmp):
     rdir = os.path.join(HERE, "small")
     lists = read_module_lists("small")
-    deps = module_deps(HOST_MODULES)
+    kernel = installed_kernel()
+    host_modules = str(kernel.modules)
+    deps = module_deps(host_modules)
 
     # root filesystem staging dir
     root = os.path.join(tmp, "root")
@@ -184,11 +193,11 @@ def build_small(out, tmp):
         os.chmod(os.path.join(root, dst), mode)
     with open(os.path.join(root, "etc/shells"), "w") as f:
         f.write("/bin/sh\n")
-    moddst = os.path.join(root, "lib/modules", KVER)
+    moddst = os.path.join(root, "lib/modules", kernel.release)
     rootmods = module_closure(deps, lists["root"])
     for rel in rootmods:
         os.makedirs(os.path.join(moddst, os.path.dirname(rel)), exist_ok=True)
-        shutil.copy2(os.path.join(HOST_MODULES, rel), os.path.join(moddst, rel))
+        shutil.copy2(os.path.join(host_modules, rel), os.path.join(moddst, rel))
     with open(os.path.join(moddst, "modules.dep"), "w") as f:
         for rel in rootmods:
             needs = [deps[d][0] for d in deps[modname(rel)][1]]
@@ -209,7 +218,7 @@ def build_small(out, tmp):
     os.chmod(os.path.join(ird, "init"), 0o755)
     names = []
     for rel in module_closure(deps, lists["initrd"]):
-        shutil.copy2(os.path.join(HOST_MODULES, rel), os.path.join(ird, "modules"))
+        shutil.copy2(os.path.join(host_modules, rel), os.path.join(ird, "modules"))
         names.append(os.path.basename(rel))
     with open(os.path.join(ird, "modules/order"), "w") as f:
         f.write("\n".join(names) + "\n")
@@ -222,9 +231,9 @@ def build_small(out, tmp):
         cpio.stdout.close()
         if gz.wait() or cpio.wait() or find.wait():
             raise RuntimeError("initramfs build failed")
-    kernel = install_kernel(HOST_KERNEL, out)
-    write_toml(out, "small", CMDLINE, {"kernel": kernel, "kernel_bzimage": "vmlinuz",
-                                       "kernel_version": KVER, "init": "busybox"})
+    boot_file = install_kernel(str(kernel.vmlinuz), out)
+    write_toml(out, "small", CMDLINE, {"kernel": boot_file, "kernel_bzimage": "vmlinuz",
+                                       "kernel_version": kernel.release, "init": "busybox"})
 
 
 # ---------------------------------------------------------------- debian
@@ -312,6 +321,8 @@ def build_debian(out, tmp):
 
 
 BUILDERS = {"small": build_small, "debian": build_debian}
+# What a recipe depends on beyond its files (the debian image brings its own kernel).
+RECIPE_INPUTS = {"small": host_kernel_inputs}
 
 
 def build(name, cache=DEFAULT_CACHE):

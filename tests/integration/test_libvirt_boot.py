@@ -21,7 +21,7 @@ from racf_vm import accel, domain, overlay
 from racf_vm.channels import GuestChannels
 from racf_vm.domain_xml import DomainSpec, KernelBoot, build_domain_xml
 from racf_vm.imageheader import validate_base_image
-from tests.support import tinyguest
+from tests.support import prereq, tinyguest
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
@@ -37,8 +37,8 @@ def _qemu_ids() -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def site(libvirtd):
-    if not os.path.exists(tinyguest.KERNEL):
-        pytest.skip(f"{tinyguest.KERNEL} missing")
+    prereq.require_file(EMULATOR, "qemu-system-x86")
+    kernel = tinyguest.kernel()  # fails naming linux-image-amd64 when there is none
     root = tempfile.mkdtemp(prefix="racf-itest-", dir="/run")
     os.chmod(root, 0o755)
     images = os.path.join(root, "images")
@@ -49,7 +49,9 @@ def site(libvirtd):
     os.chmod(base, 0o644)
     state = os.path.join(root, "state")
     os.mkdir(state, 0o711)
-    yield {"root": root, "base": base, "initrd": initrd, "state": state, "uri": libvirtd}
+    accelerator = accel.choose_accel("auto", state, EMULATOR)
+    yield {"root": root, "base": base, "kernel": kernel, "initrd": initrd, "state": state,
+           "uri": libvirtd, "accel": accelerator}
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -62,7 +64,7 @@ def _spec(site, tag: str, cmdline: str, domain_type: str) -> DomainSpec:
         name=f"racf-vm-{tag}", tag=tag, pid=os.getpid(), start=1, uid=0,
         domain_type=domain_type, memory_mib=256, vcpus=1, emulator=EMULATOR,
         overlay_path=ov, base_path=info.path, base_format=info.format,
-        boot=KernelBoot(tinyguest.KERNEL, site["initrd"], cmdline),
+        boot=KernelBoot(site["kernel"], site["initrd"], cmdline),
         qemu_uid=uid, qemu_gid=gid,
         console_log=os.path.join(job_dir, "console.log"),
     )
@@ -74,11 +76,45 @@ def _base_state(path: str) -> tuple:
     return (st.st_uid, st.st_gid, st.st_mode, xattrs)
 
 
-def test_boot_channels_and_teardown(site):
-    kind = accel.choose_accel("auto", site["state"], EMULATOR)
-    assert kind == "tcg"  # nested KVM does not boot here
+def test_accelerator_decision_matches_the_machine(site):
+    """The probe's answer holds through libvirt too: where it chose TCG although /dev/kvm
+    exists, a KVM domain must not boot the guest (otherwise the probe wrongly gave up KVM)."""
+    if site["accel"] == "kvm":
+        assert os.path.exists("/dev/kvm")
+        return  # test_boot_channels_and_teardown[kvm] boots the KVM path
+    if not os.path.exists("/dev/kvm"):
+        return
+    spec = _spec(site, "kvmcheck-1.0-1-1", "console=ttyS0 panic=-1", "kvm")
+    conn = domain.open_connection(site["uri"], timeout=10)
+    status = []
+    try:
+        try:
+            dom = domain.start_domain(conn, build_domain_xml(spec))
+        except Exception as exc:  # QEMU refused to start with KVM: consistent with "tcg"
+            print(f"\nKVM domain refused: {exc}")
+            return
+        try:
+            with GuestChannels(domain.channel_socket_paths(dom)) as ch:
+                ch.connect(timeout=10)
+                deadline = time.monotonic() + 60
+                while not status and time.monotonic() < deadline and dom.isActive():
+                    ch.pump(min(deadline, time.monotonic() + 1), lambda b: None, lambda b: None,
+                            None, status.append)
+        except Exception as exc:  # QEMU died under KVM: consistent with "tcg"
+            print(f"\nKVM domain died: {exc}")
+        finally:
+            domain.destroy(dom)
+    finally:
+        domain.close_connection(conn)
+    assert not status, "a KVM domain booted the guest although the probe chose TCG"
+
+
+@pytest.mark.parametrize("domain_type", ["qemu", "kvm"])
+def test_boot_channels_and_teardown(site, domain_type):
+    if domain_type == "kvm" and site["accel"] != "kvm":
+        prereq.machine_skip("kvm-unusable")
     base_before = _base_state(site["base"])
-    spec = _spec(site, "boot-1.0-1-1", "console=ttyS0 panic=-1", "qemu" if kind == "tcg" else "kvm")
+    spec = _spec(site, f"boot{domain_type}-1.0-1-1", "console=ttyS0 panic=-1", domain_type)
     conn = domain.open_connection(site["uri"], timeout=10)
     try:
         t0 = time.monotonic()

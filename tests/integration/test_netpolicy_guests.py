@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests.integration.netprobe import harness as H
+from tests.support import prereq
 
 pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.slow]
 
@@ -23,9 +24,9 @@ def netsite(libvirtd):
 
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    for tool in ("/usr/sbin/conntrack", "/usr/sbin/iptables-legacy", "/usr/bin/gcc"):
-        if not os.path.exists(tool):
-            pytest.skip(f"{tool} missing")
+    for tool, package in (("/usr/sbin/conntrack", "conntrack"), ("/usr/sbin/iptables-legacy", "iptables"),
+                          ("/usr/bin/gcc", "gcc")):
+        prereq.require_file(tool, package)
     image_dir = str(testenv.build_image("small"))
     root = H.make_root()
     topo = H.Topology(root)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from racf_vm import doctor
 from tests.support import testenv
 
 pytestmark = pytest.mark.root
@@ -119,3 +120,27 @@ def test_explain_unknown_image(policy_site):
     r = _cli(policy_site["config"], "policy", "explain", "../../etc/shadow")
     assert r.returncode == 64
     assert r.stderr.startswith("racf-vm: invalid image name")
+
+
+def test_doctor_on_a_fresh_install_names_each_fix(policy_site):
+    """What a new admin sees after `make install`: every missing piece, one line each with
+    the command or step that fixes it."""
+    (policy_site["catalog"] / "good.toml").unlink()
+    _write(policy_site["config"],
+           f'[paths]\ncatalog_dir = "{policy_site["catalog"]}"\nstate_dir = "{policy_site["root"]}"\n'
+           f'runner = "{testenv.RUNNER}"\n\n[parent]\nstarter = "/nonexistent/condor_starter"\n\n'
+           '[libvirt]\nuri = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"\n')
+    r = _cli(policy_site["config"], "doctor")
+    assert r.returncode == 78, r.stdout + r.stderr
+    fails = [l for l in r.stdout.splitlines() if l.startswith("FAIL")]
+    expect = {
+        "libvirtd is not reachable": doctor.start_command("libvirtd"),
+        "/nonexistent/condor_starter does not exist": "condor_config_val STARTER",
+        "the image catalog has no images": "sha256sum IMAGE",
+    }
+    for what, fix in expect.items():
+        hits = [l for l in fails if what in l]
+        assert len(hits) == 1 and fix in hits[0], (what, r.stdout)
+    assert r.stderr.strip().startswith(f"racf-vm: {len(fails)} check(s) failed")
+    r = _cli(policy_site["config"], "policy", "check")
+    assert r.returncode == 78 and "sha256sum IMAGE" in r.stdout, r.stdout

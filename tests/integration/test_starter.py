@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import prereq
+
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,7 +125,7 @@ def test_job_environment_sandbox_cgroup(starter, job_user):
 
 
 def test_job_ad_parses_with_classad2(starter, job_user):
-    classad2 = pytest.importorskip("classad2")
+    classad2 = prereq.require_module("classad2", "the htcondor wheel")
     r, sandbox, _ = run_starter(starter, "--user", "racfjob", "--keep-sandbox",
                                 "--ad", 'VM_Args = "x\\y \\"z\\""',
                                 job=["/bin/true", "it's", "a b"])

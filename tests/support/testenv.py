@@ -46,7 +46,8 @@ def ensure_users() -> None:
 def build_image(kind: str) -> Path:
     """Build (or reuse from the cache) a test image; returns its directory."""
     out = subprocess.run(
-        [sys.executable, str(REPO / "tests/images/build.py"), kind, "--cache", str(IMAGE_CACHE)],
+        [sys.executable, "-m", "tests.images.build", kind, "--cache", str(IMAGE_CACHE)],
+        cwd=REPO,
         check=True,
         stdout=subprocess.PIPE,
         text=True,

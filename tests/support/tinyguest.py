@@ -12,9 +12,8 @@ import os
 import stat
 from pathlib import Path
 
-KERNEL_RELEASE = "6.1.0-56-amd64"
-KERNEL = f"/boot/vmlinuz-{KERNEL_RELEASE}"
-MODULE_DIR = Path("/lib/modules") / KERNEL_RELEASE
+from tests.support.hostkernel import installed_kernel
+
 BUSYBOX = "/bin/busybox"
 WANTED_MODULES = ("kernel/drivers/virtio/virtio_pci.ko", "kernel/drivers/char/virtio_console.ko")
 
@@ -55,10 +54,15 @@ poweroff -f
 """
 
 
-def _module_closure() -> list[str]:
+def kernel() -> str:
+    """The kernel image to boot with the initramfs (the host's newest complete kernel)."""
+    return str(installed_kernel().vmlinuz)
+
+
+def _module_closure(module_dir: Path) -> list[str]:
     """Modules needed for WANTED_MODULES, dependencies first (from modules.dep)."""
     deps: dict[str, list[str]] = {}
-    for line in (MODULE_DIR / "modules.dep").read_text().splitlines():
+    for line in (module_dir / "modules.dep").read_text().splitlines():
         mod, _, rest = line.partition(":")
         deps[mod] = rest.split()
     order: list[str] = []
@@ -106,8 +110,10 @@ class _Cpio:
 
 
 def build_initramfs(dest: str) -> str:
-    """Write the initramfs (uncompressed newc cpio) to ``dest``; mode 0644."""
-    mods = _module_closure()
+    """Write the initramfs (uncompressed newc cpio) to ``dest``; mode 0644. Its modules come
+    from the same kernel as ``kernel()``."""
+    module_dir = installed_kernel().modules
+    mods = _module_closure(module_dir)
     c = _Cpio()
     for d in ("bin", "dev", "proc", "sys", "modules"):
         c.dir(d)
@@ -116,7 +122,7 @@ def build_initramfs(dest: str) -> str:
                    "echo", "poweroff", "sync", "true"):
         c.symlink(f"bin/{applet}", "busybox")
     for mod in mods:
-        c.file(f"modules/{os.path.basename(mod)}", (MODULE_DIR / mod).read_bytes())
+        c.file(f"modules/{os.path.basename(mod)}", (module_dir / mod).read_bytes())
     c.file("modules.order", "".join(os.path.basename(m) + "\n" for m in mods).encode())
     c.file("init", INIT.encode(), 0o755)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)

@@ -16,6 +16,7 @@ from racf_vm.domain_xml import (
     parse_job_metadata,
 )
 from racf_vm.errors import InternalError
+from tests.support import prereq
 
 TEST_NODE = Path(__file__).parent / "data" / "libvirt-test-node.xml"
 HOSTILE = "x<y>&z\"q'"
@@ -214,7 +215,7 @@ def test_spec_is_frozen():
 
 
 def _test_conn():
-    libvirt = pytest.importorskip("libvirt")
+    libvirt = prereq.require_module("libvirt", "the Debian package python3-libvirt")
     libvirt.registerErrorHandler(lambda *_: None, None)
     return libvirt, libvirt.open(f"test://{TEST_NODE.resolve()}")
 
