@@ -11,7 +11,7 @@ from .lease import Lease, gc_network, untrusted_lease  # noqa: F401
 
 def explain(config) -> list:
     """Lines describing the exact rules an untrusted image's jobs get on this host."""
-    from . import backend_iptables, backend_nft, detect, lease, network, planner
+    from . import backend_nft, detect, iptables_rules, lease, network, planner
 
     s = network.settings_from_config(config)
     rules = lease.example_plan(config)
@@ -39,9 +39,9 @@ def explain(config) -> list:
             out.append("  " + json.dumps(cmd, sort_keys=True))
     if backend in (None, "iptables"):
         out.append("as iptables (legacy, via python-iptables):")
-        for spec in (backend_iptables.jump_specs(s.bridge, version)
-                     + backend_iptables.skeleton_specs(s.bridge, rules.base, version)
-                     + backend_iptables.job_specs(rules.job)):
+        for spec in (iptables_rules.jump_specs(s.bridge, version)
+                     + iptables_rules.skeleton_specs(s.bridge, rules.base, version)
+                     + iptables_rules.job_specs(rules.job)):
             out.append("  " + spec.text())
         out.append("  (not expressible with legacy iptables: the post-NAT check; bridge isolation "
                    "comes from the network's isolated ports)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from racf_vm import runcmd
+from racf_vm.core import runcmd
 
 CONNTRACK = "/usr/sbin/conntrack"
 

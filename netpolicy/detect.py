@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 
-from racf_vm import runcmd
-from racf_vm.errors import CommandError
+from racf_vm.core import runcmd
+from racf_vm.core.errors import CommandError
 
+from .backend import Backend
 from .errors import BackendMismatch
 
 IPTABLES = "/usr/sbin/iptables"
@@ -55,7 +56,7 @@ def choose(configured: str, flavour: str) -> str:
     return configured
 
 
-def get_backend(configured: str = "auto", iptables: str = IPTABLES):
+def get_backend(configured: str = "auto", iptables: str = IPTABLES) -> Backend:
     """An instance of the backend that matches the host (refuses on a mismatch)."""
     name = choose(configured, host_flavour(iptables))
     if name == "nft":

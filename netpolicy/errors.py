@@ -1,6 +1,6 @@
 """netpolicy's errors: racf-vm errors, so the wrapper reports them with sysexits."""
 
-from racf_vm.errors import ConfigError, TemporaryError
+from racf_vm.core.errors import ConfigError, TemporaryError
 
 
 class NetpolicyError(TemporaryError):

@@ -18,10 +18,10 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from racf_vm import jobtag
+from racf_vm.core import jobtag
 
 from . import conntrack, detect, network, planner
-from .errors import NetpolicyError
+from .backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def example_plan(config) -> planner.Rules:
 
 
 @contextlib.contextmanager
-def untrusted_lease(conn, config, tag: str, backend=None):
+def untrusted_lease(conn, config, tag: str, backend: Optional[Backend] = None):
     s = network.settings_from_config(config)
     if backend is None:
         backend = detect.get_backend(config.untrusted_network.backend)
@@ -82,7 +82,7 @@ def untrusted_lease(conn, config, tag: str, backend=None):
         _release(backend, net, res, tag)
 
 
-def _release(backend, net, res, tag: str) -> None:
+def _release(backend: Backend, net, res, tag: str) -> None:
     errors = []
     with network.host_lock():
         try:
@@ -112,16 +112,14 @@ class NetGcReport:
     kept: list
 
 
-def gc_network(conn, config, is_alive: Callable = jobtag.is_alive, backend=None) -> NetGcReport:
+def gc_network(conn, config, is_alive: Callable = jobtag.is_alive,
+               backend: Optional[Backend] = None) -> NetGcReport:
     """Remove rules and reservations of dead wrappers, and their addresses' conntrack entries."""
     report = NetGcReport([], [], [], [])
     s = network.settings_from_config(config)
     net = network.lookup_network(conn, s.name)
     if backend is None:
-        try:
-            backend = detect.get_backend(config.untrusted_network.backend)
-        except NetpolicyError:
-            raise
+        backend = detect.get_backend(config.untrusted_network.backend)
     with network.host_lock():
         for tag in sorted(backend.job_tags()):
             owner = jobtag.parse_tag(tag)

@@ -15,7 +15,6 @@ so ``gc`` judges reservations from libvirt itself.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import ipaddress
 import logging
@@ -25,7 +24,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Optional
 
-from racf_vm import jobtag
+from racf_vm.core import jobtag, locking
 
 from .errors import NetpolicyError
 from .planner import parse_subnet
@@ -35,6 +34,7 @@ log = logging.getLogger(__name__)
 MAC_PREFIX = "02:72:66"  # locally administered, unicast ("rf")
 LOCK_DIR = "/run/racf-vm"
 LOCK_FILE = os.path.join(LOCK_DIR, "netpolicy.lock")
+HOST_LOCK_TIMEOUT = 60.0  # held for a reservation and a rule edit: seconds at most
 _NAME = re.compile(r"^racf-(?P<pid>[0-9]{1,10})-(?P<start>[0-9]{1,20})-(?P<hash>[0-9a-f]{10})$")
 
 
@@ -67,15 +67,11 @@ def settings_from_config(config) -> NetSettings:
 
 # -- locking ----------------------------------------------------------------------------
 @contextlib.contextmanager
-def host_lock():
+def host_lock(timeout: float = HOST_LOCK_TIMEOUT):
     """Serialize netpolicy's changes on this host (allocation, rule edits)."""
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with locking.locked(LOCK_FILE, timeout=timeout, what=f"another racf-vm changing the network ({LOCK_FILE})"):
         yield
-    finally:
-        os.close(fd)
 
 
 # -- the network ------------------------------------------------------------------------

@@ -12,9 +12,10 @@ import shutil
 import tempfile
 import time
 
-from racf_vm import runcmd
+from racf_vm.core import runcmd
 from racf_vm.config import ImagesConfig
-from racf_vm.images import publish, sync
+from racf_vm.images.publish import publish
+from racf_vm.images.sync import sync
 from racf_vm.images.fetch import Client, HttpSettings
 from tests.support.imageserver import ImageServer
 

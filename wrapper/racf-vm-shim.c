@@ -30,7 +30,7 @@
 #define RACF_PYTHON "/opt/racf-vm/venv/bin/python3"
 #endif
 #ifndef RACF_ENTRY
-#define RACF_ENTRY "racf_vm.wrapper_main"
+#define RACF_ENTRY "racf_vm.job.main"
 #endif
 
 #define EX_SOFTWARE 70

@@ -1,4 +1,5 @@
-"""Image distribution: publish images over HTTP, keep a verified node cache (seed 003).
+"""Images: the site catalog (catalog), base-image validation (imageheader), and their
+distribution: publish images over HTTP, keep a verified node cache (seed 003).
 
 Conventions shared by the publisher, the web server and every node:
 
@@ -17,9 +18,3 @@ Conventions shared by the publisher, the web server and every node:
 * A running job holds a shared flock on its base image (``hold_image``); withdrawing an
   image takes a non-blocking exclusive flock and leaves a busy image in place.
 """
-
-from .locks import hold_image
-from .publish import publish
-from .sync import SyncReport, ensure_image, sync
-
-__all__ = ["SyncReport", "ensure_image", "hold_image", "publish", "sync"]

@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..errors import TemporaryError
-from .codecs import CODECS, codec_for_file
+from racf_vm.core.errors import TemporaryError
+from racf_vm.images.codecs import CODECS, codec_for_file
 
 FILE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 _LINE_RE = re.compile(r"([0-9a-fA-F]{64}) [ *](.*)")

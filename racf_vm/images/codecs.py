@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 import zstandard
 
-from ..errors import TemporaryError
+from racf_vm.core.errors import TemporaryError
 
 OUT_CHUNK = 4 * 1024 * 1024  # largest piece of output handed to the caller at once
 

@@ -22,9 +22,9 @@ from typing import Callable, Optional, TypeVar
 import requests
 import urllib3
 
-from ..errors import TemporaryError
-from .codecs import CODECS, CorruptDataError, TruncatedDataError
-from .fsutil import CacheWriteError, temp_file
+from racf_vm.core.errors import TemporaryError
+from racf_vm.images.codecs import CODECS, CorruptDataError, TruncatedDataError
+from racf_vm.images.fsutil import CacheWriteError, temp_file
 
 log = logging.getLogger(__name__)
 

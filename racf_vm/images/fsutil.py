@@ -11,7 +11,7 @@ import secrets
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..errors import TemporaryError
+from racf_vm.core.errors import TemporaryError
 
 TMP_PREFIX = ".tmp-"
 
@@ -104,13 +104,3 @@ def write_atomic(directory: str, name: str, data: bytes, mode: int = 0o644) -> N
     with temp_file(directory, name) as tmp:
         tmp.write(data)
         tmp.commit(mode)
-
-
-def read_small(path: str, limit: int) -> bytes | None:
-    """The content of a bookkeeping file, or None if it does not exist; never follows symlinks."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        return f.read(limit + 1)

@@ -6,7 +6,6 @@ change to the file (or a new file under the same name) makes it unknown again.
 Updates are read-modify-write under a lock on the index file itself.
 """
 
-import fcntl
 import json
 import logging
 import os
@@ -14,13 +13,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Iterator, Optional
 
-from .fsutil import read_small, write_atomic
+from racf_vm.core import locking
+from racf_vm.core.files import read_capped_or_none
+from racf_vm.images.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = ".verified.json"
 _INDEX_LOCK = ".verified.lock"
 _MAX_INDEX = 16 * 1024 * 1024
+_LOCK_TIMEOUT = 60.0  # the lock is held for one read and one small write
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Verified:
 
 def load(cache_dir: str) -> dict[str, Verified]:
     """The index; an unreadable or damaged index is treated as empty (files get re-hashed)."""
-    data = read_small(os.path.join(cache_dir, INDEX_NAME), _MAX_INDEX)
+    data = read_capped_or_none(os.path.join(cache_dir, INDEX_NAME), _MAX_INDEX)
     if not data:
         return {}
     try:
@@ -67,16 +69,12 @@ def verified_sha(cache_dir: str, name: str, index: Optional[dict[str, Verified]]
 
 @contextmanager
 def _locked(cache_dir: str) -> Iterator[dict[str, Verified]]:
-    fd = os.open(os.path.join(cache_dir, _INDEX_LOCK),
-                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a small write only
+    with locking.locked(os.path.join(cache_dir, _INDEX_LOCK), timeout=_LOCK_TIMEOUT,
+                        what=f"another racf-vm updating {INDEX_NAME}"):
         index = load(cache_dir)
         yield index
         body = {"version": 1, "images": {n: asdict(v) for n, v in sorted(index.items())}}
         write_atomic(cache_dir, INDEX_NAME, json.dumps(body, indent=1).encode())
-    finally:
-        os.close(fd)
 
 
 def record(cache_dir: str, name: str, sha256: str, st: os.stat_result) -> None:

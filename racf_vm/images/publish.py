@@ -14,11 +14,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import ConfigError, TemporaryError
-from .checksums import RemoteImage, format_list, parse_list, validate_file_name
-from .codecs import CODECS
-from .fetch import hash_file
-from .fsutil import CacheWriteError, fsync_dir, temp_file, write_atomic
+from racf_vm.core.errors import ConfigError, TemporaryError
+from racf_vm.core.files import read_capped
+from racf_vm.images.checksums import (
+    MAX_LIST_BYTES,
+    RemoteImage,
+    format_list,
+    parse_list,
+    validate_file_name,
+)
+from racf_vm.images.codecs import CODECS
+from racf_vm.images.fetch import hash_file
+from racf_vm.images.fsutil import CacheWriteError, fsync_dir, temp_file, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +57,12 @@ def _source_images(src: str) -> list[str]:
 
 def _old_list(out: str, checksum_file: str) -> dict[str, RemoteImage]:
     path = os.path.join(out, checksum_file)
-    try:
-        with open(path, "rb") as f:
-            return parse_list(f.read(), path)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return {}
+    try:
+        # one byte over the list's own limit, so parse_list names what is wrong
+        return parse_list(read_capped(path, MAX_LIST_BYTES + 1, "the checksum list",
+                                      error=TemporaryError), path)
     except TemporaryError as e:  # a damaged old list: republish everything
         log.warning("ignoring the old list: %s", e.message)
         return {}

@@ -15,14 +15,22 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 from urllib.parse import quote
 
-from .. import pathtrust
-from ..errors import ConfigError, TemporaryError
-from . import index
-from .checksums import RemoteImage, parse_list
-from .fetch import ChecksumMismatchError, Client, FetchError, HttpSettings, Progress, hash_file
-from .fsutil import TMP_PREFIX, CacheWriteError, fsync_dir, read_small, write_atomic
-from .locks import image_lock, try_exclusive
-from .plan import LocalImage, plan_sync
+from racf_vm.core.errors import ConfigError, TemporaryError
+from racf_vm.core.files import read_capped_or_none
+from racf_vm.images import index
+from racf_vm.images.checksums import RemoteImage, parse_list
+from racf_vm.images.fetch import (
+    ChecksumMismatchError,
+    Client,
+    FetchError,
+    HttpSettings,
+    Progress,
+    hash_file,
+)
+from racf_vm.images.fsutil import TMP_PREFIX, CacheWriteError, fsync_dir, write_atomic
+from racf_vm.images.locks import image_lock, try_exclusive
+from racf_vm.images.syncplan import LocalImage, plan_sync
+from racf_vm.trust import pathtrust
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +89,7 @@ def prepare_cache_dir(path: str) -> str:
 def refresh_list(client: Client, cache_dir: str, list_url: str) -> tuple[dict[str, RemoteImage], bool]:
     """The server's list (and whether it was unchanged), using and updating the local copy."""
     state: dict = {}
-    raw = read_small(os.path.join(cache_dir, LIST_STATE), 8 * 1024 * 1024)
+    raw = read_capped_or_none(os.path.join(cache_dir, LIST_STATE), 8 * 1024 * 1024)
     if raw:
         try:
             state = json.loads(raw)

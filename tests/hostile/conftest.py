@@ -120,26 +120,12 @@ def assert_refused(result, status: int, *words: str) -> str:
     return lines[0]
 
 
-def catalog_text(name: str, path: str, fmt: str = "qcow2", trust: str = "trusted",
-                 small: Path = None, sha256: str = None) -> str:
-    meta = testenv._image_toml(small)
-    q = testenv._toml_str
-    return "\n".join([
-        f"name = {q(name)}", f"trust = {q(trust)}", f"path = {q(path)}", f"format = {q(fmt)}",
-        f"sha256 = {q(sha256 or meta['sha256'])}", "", "[boot]", 'method = "kernel"',
-        f"kernel = {q(str(small / meta.get('kernel', 'vmlinux')))}",
-        f"initrd = {q(str(small / meta.get('initrd', 'initrd')))}",
-        f"cmdline = {q(meta['cmdline'])}", "", "[context]",
-        f"filesystem = {q(meta['root_device'])}", "",
-    ])
-
-
 @contextlib.contextmanager
 def catalog_entry(site, name: str, path, **kw):
     """A crafted catalog entry (root-owned, valid TOML) for the duration of a test."""
     assert name.startswith(PREFIX)
     f = testenv.TEST_CATALOG / f"{name}.toml"
-    testenv._write_root_file(f, catalog_text(name, str(path), small=site["small"], **kw))
+    testenv._write_root_file(f, testenv.catalog_entry(name, site["small"], path=str(path), **kw))
     try:
         yield name
     finally:

@@ -17,7 +17,6 @@ import dataclasses
 import os
 import stat
 import subprocess
-from pathlib import Path
 from typing import Iterable
 
 from tests.support import testenv

@@ -2,10 +2,8 @@
 hostile guest filesystem for libguestfs (row 40). Few real boots: attacks are combined.
 """
 
-import json
 import os
 import resource
-import signal
 import subprocess
 import threading
 import time

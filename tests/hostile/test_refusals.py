@@ -6,13 +6,11 @@ Row numbers refer to the table in shared/reference/security.md §5.
 import ctypes
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,6 @@ from tests.hostile.conftest import (
     assert_refused,
     catalog_entry,
     mode_changed,
-    racf_lines,
     run,
 )
 from tests.support import testenv
@@ -528,20 +525,22 @@ def test_row37_kernel_owned_by_user(site):
     assert_refused(r, 77, "vmlinux", "owned by uid 2501")
 
 
-def _package_file(name):
-    out = subprocess.run([testenv.PYTHON, "-I", "-c", f"import racf_vm.{name} as m; print(m.__file__)"],
+def _package_file(module):
+    out = subprocess.run([testenv.PYTHON, "-I", "-c", f"import {module} as m; print(m.__file__)"],
                          capture_output=True, text=True, check=True, cwd="/").stdout.strip()
     return Path(out)
 
 
-def test_row37_package_file_writable():
-    path = _package_file("jobrun")
+@pytest.mark.parametrize("module", ["racf_vm.job.run", "racf_vm.vm.devices", "netpolicy.planner"])
+def test_row37_package_file_writable(module):
+    """Every package of the project is checked, subpackages and netpolicy included."""
+    path = _package_file(module)
     r = _trust_case(path, mode=0o666)
     assert_refused(r, 77, str(path), "writable by others")
 
 
 def test_row37_package_dir_group_writable():
-    path = _package_file("jobrun").parent
+    path = _package_file("racf_vm.job.run").parent
     r = _trust_case(path, mode=0o775)
     assert_refused(r, 77, str(path), "writable by group")
 

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from racf_vm.kernelimage import extract_vmlinux
+from racf_vm.vm.kernelimage import extract_vmlinux
 from tests.support.hostkernel import installed_kernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -11,8 +11,8 @@ import time
 
 sys.path.insert(0, sys.argv[1])
 
-from racf_vm.errors import RefusedError  # noqa: E402
-from racf_vm.parent import check_parent  # noqa: E402
+from racf_vm.core.errors import RefusedError  # noqa: E402
+from racf_vm.trust.starter import check_parent  # noqa: E402
 
 flag = os.environ.get("PROBE_WAIT_FOR")
 deadline = time.monotonic() + 30

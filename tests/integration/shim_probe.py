@@ -1,4 +1,4 @@
-"""Stand-in for racf_vm.wrapper_main in a test build of the shim: dump what it was given.
+"""Stand-in for racf_vm.job.main in a test build of the shim: dump what it was given.
 
 Installed as ``racf_shim_probe`` into a throw-away venv by tests/integration/test_shim.py.
 Prints one JSON object on stdout. With ``--sleep`` after "--": sleeps first (signal tests).

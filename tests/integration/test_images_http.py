@@ -16,10 +16,12 @@ import time
 
 import pytest
 
-from racf_vm.catalog import BootSpec, ContextSpec, ImageEntry
+from racf_vm.images.catalog import BootSpec, ContextSpec, ImageEntry
 from racf_vm.config import Config, ImagesConfig
-from racf_vm.errors import TemporaryError
-from racf_vm.images import ensure_image, hold_image, publish, sync
+from racf_vm.core.errors import TemporaryError
+from racf_vm.images.locks import hold_image
+from racf_vm.images.publish import publish
+from racf_vm.images.sync import ensure_image, sync
 from racf_vm.images import index
 from racf_vm.images.fetch import ChecksumMismatchError
 from racf_vm.images.sync import SyncError

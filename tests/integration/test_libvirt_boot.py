@@ -17,11 +17,15 @@ import time
 
 import pytest
 
-from racf_vm import accel, domain, overlay
-from racf_vm.channels import GuestChannels
-from racf_vm.domain_xml import DomainSpec, KernelBoot, build_domain_xml
-from racf_vm.imageheader import validate_base_image
+from racf_vm.vm import accel
+from racf_vm.vm import domain
+from racf_vm.job import workspace
+from racf_vm.vm import disks
+from racf_vm.guest.channels import GuestChannels
+from racf_vm.vm.domain_xml import DomainSpec, KernelBoot, build_domain_xml
+from racf_vm.images.imageheader import validate_base_image
 from tests.support import prereq, tinyguest
+from tests.support.specs import job_spec
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
@@ -57,10 +61,10 @@ def site(libvirtd):
 
 def _spec(site, tag: str, cmdline: str, domain_type: str) -> DomainSpec:
     info = validate_base_image(site["base"], "qcow2")
-    job_dir = overlay.make_job_dir(site["state"], tag)
+    job_dir = workspace.make_job_dir(site["state"], tag)
     uid, gid = _qemu_ids()
-    ov = overlay.create_overlay(job_dir, info.path, info.format, uid, gid)
-    return DomainSpec(
+    ov = disks.create_overlay(job_dir, info.path, info.format, uid, gid)
+    return job_spec(
         name=f"racf-vm-{tag}", tag=tag, pid=os.getpid(), start=1, uid=0,
         domain_type=domain_type, memory_mib=256, vcpus=1, emulator=EMULATOR,
         overlay_path=ov, base_path=info.path, base_format=info.format,
@@ -148,7 +152,7 @@ def test_boot_channels_and_teardown(site, domain_type):
     finally:
         domain.close_connection(conn)
     assert _base_state(site["base"]) == base_before  # libvirt chowned/labelled nothing
-    st = os.stat(spec.overlay_path)
+    st = os.stat(spec.disks[0].path)
     assert (st.st_uid, st.st_gid) == _qemu_ids()
     print(
         f"\nTIMINGS createXML {t_created - t0:.3f}s, createXML->channels EOF {t_eof - t0:.2f}s, "
@@ -160,7 +164,7 @@ CHILD = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {repo!r})
-    from racf_vm import domain
+    from racf_vm.vm import domain
     conn = domain.open_connection({uri!r}, timeout=10)
     domain.start_domain(conn, open({xml!r}).read())
     print("created", flush=True)
@@ -236,7 +240,7 @@ def test_interrupt_and_shutdown_request(site):
 
 
 def test_unreachable_libvirtd_is_temporary():
-    from racf_vm.errors import TemporaryError
+    from racf_vm.core.errors import TemporaryError
 
     with pytest.raises(TemporaryError, match="not reachable"):
         domain.open_connection("qemu+unix:///system?socket=/nonexistent/sock", timeout=5)

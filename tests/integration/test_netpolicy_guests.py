@@ -83,13 +83,13 @@ def _backend_host(kind):
 
 
 def _owner():
-    from racf_vm import jobtag
+    from racf_vm.core import jobtag
 
     return jobtag.self_owner()
 
 
 def _make_tag(name):
-    from racf_vm import jobtag
+    from racf_vm.core import jobtag
 
     return jobtag.make_tag(name, 1, 0, _owner())
 
@@ -107,7 +107,7 @@ def _assert_released(backend, cfg, conn, tag, ip):
 def test_untrusted_guest_behind_nat(netsite, kind):
     import netpolicy
     from netpolicy import conntrack, detect
-    from racf_vm import domain
+    from racf_vm.vm import domain
 
     topo, guests = netsite["topo"], netsite["guests"]
     test_start = time.time()
@@ -204,9 +204,9 @@ def test_untrusted_guest_behind_nat(netsite, kind):
 
 def test_sigkill_then_gc_leaves_nothing(netsite):
     from netpolicy import conntrack, detect, network
-    from racf_vm import domain
+    from racf_vm.vm import domain
 
-    topo, guests = netsite["topo"], netsite["guests"]
+    guests = netsite["guests"]
     root, state = netsite["root"], netsite["state"]
     conf = os.path.join(root, "racf-vm.toml")
     with open(conf, "w") as f:
@@ -256,7 +256,7 @@ def test_backend_mismatch_is_refused(netsite):
     import netpolicy
     from netpolicy import detect
     from netpolicy.errors import BackendMismatch
-    from racf_vm import domain
+    from racf_vm.vm import domain
 
     conn = domain.open_connection("qemu:///system")
     try:

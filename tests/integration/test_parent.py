@@ -1,4 +1,4 @@
-"""racf_vm.parent.check_parent against real process trees (security.md §0.2, table §5 #15-19).
+"""racf_vm.trust.starter.check_parent against real process trees (security.md §0.2, table §5 #15-19).
 
 A probe (parent_probe.py) runs as root under different parents and reports the verdict.
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from racf_vm import doctor
+from racf_vm.cli import doctor
 from tests.support import testenv
 
 pytestmark = pytest.mark.root
@@ -144,3 +144,18 @@ def test_doctor_on_a_fresh_install_names_each_fix(policy_site):
     assert r.stderr.strip().startswith(f"racf-vm: {len(fails)} check(s) failed")
     r = _cli(policy_site["config"], "policy", "check")
     assert r.returncode == 78 and "sha256sum IMAGE" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("flag", ["-v", "--verbose", None])
+def test_verbose_adds_the_detail_either_way(policy_site, flag):
+    _write(policy_site["config"],
+           f'[paths]\ncatalog_dir = "{policy_site["catalog"]}"\nstate_dir = "{policy_site["root"]}"\n'
+           '[libvirt]\nuri = "qemu+unix:///system?socket=/nonexistent/libvirt-sock"\n')
+    args = [flag] if flag else []
+    r = subprocess.run([testenv.PYTHON, "-m", "racf_vm.cli", *args, "--config", str(policy_site["config"]), "gc"],
+                       capture_output=True, text=True, cwd="/", timeout=120)
+    assert r.returncode == 75
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert lines[0].startswith("racf-vm: libvirtd is not reachable")
+    detail = [l for l in lines[1:] if "nonexistent" in l]
+    assert bool(detail) == bool(flag), r.stderr

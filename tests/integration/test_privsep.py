@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from racf_vm import privsep
-from racf_vm.errors import InternalError, UsageError
+from racf_vm.trust import privsep
+from racf_vm.core.errors import InternalError, UsageError
 from tests.support import testenv
 
 pytestmark = pytest.mark.root
@@ -63,7 +63,7 @@ def _sleep():
 
 
 def test_timeout_kills_child(caller):
-    from racf_vm.errors import TemporaryError
+    from racf_vm.core.errors import TemporaryError
 
     with pytest.raises(TemporaryError, match="longer than"):
         privsep.call_as_user(caller, _sleep, timeout=0.5)

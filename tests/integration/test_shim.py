@@ -1,7 +1,7 @@
 """The setuid shim (wrapper/racf-vm-shim.c), run as an unprivileged user in a hostile setup.
 
 A test build of the shim execs a probe module (shim_probe.py) instead of
-racf_vm.wrapper_main; the probe reports what the Python side would receive. The probe
+racf_vm.job.main; the probe reports what the Python side would receive. The probe
 lives in a throw-away venv so that `python -I` finds it without touching the system.
 """
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
+
+from racf_vm.cli.doctor import socket_answers
 
 DAEMONS = {
     # name: (binary, control socket, pid file)
@@ -20,28 +21,16 @@ DAEMONS = {
 }
 
 
-def _answers(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(2)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def ensure_libvirtd(timeout: float = 20.0) -> list[str]:
     """Start virtlogd then libvirtd if they are not running; return the names started."""
     started: list[str] = []
     for name, (binary, sock, _pidfile) in DAEMONS.items():
-        if _answers(sock):
+        if socket_answers(sock):
             continue
         subprocess.run([binary, "-d"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=True, timeout=timeout)
         deadline = time.monotonic() + timeout
-        while not _answers(sock):
+        while not socket_answers(sock):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not come up within {timeout:g}s")
             time.sleep(0.1)

@@ -61,21 +61,24 @@ def _image_toml(image_dir: Path) -> dict:
     return tomllib.loads((image_dir / "image.toml").read_text())
 
 
-def catalog_entry(name: str, image_dir: Path, trust: str = "trusted") -> str:
+def catalog_entry(name: str, image_dir: Path, trust: str = "trusted", *, path: Optional[str] = None,
+                  fmt: Optional[str] = None, sha256: Optional[str] = None) -> str:
+    """The one catalog writer of the tests: an entry for a built test image, booting its
+    kernel and initrd; ``path``, ``fmt`` and ``sha256`` replace the image's own values."""
     meta = _image_toml(image_dir)
     q = _toml_str
     return "\n".join(
         [
             f"name = {q(name)}",
             f"trust = {q(trust)}",
-            f"path = {q(str(image_dir / meta.get('disk', 'disk.qcow2')))}",
-            f"format = {q(meta.get('format', 'qcow2'))}",
-            f"sha256 = {q(meta['sha256'])}",
+            f"path = {q(path or str(image_dir / meta['disk']))}",
+            f"format = {q(fmt or meta['format'])}",
+            f"sha256 = {q(sha256 or meta['sha256'])}",
             "",
             "[boot]",
             'method = "kernel"',
-            f"kernel = {q(str(image_dir / meta.get('kernel', 'vmlinuz')))}",
-            f"initrd = {q(str(image_dir / meta.get('initrd', 'initrd')))}",
+            f"kernel = {q(str(image_dir / meta['kernel']))}",
+            f"initrd = {q(str(image_dir / meta['initrd']))}",
             f"cmdline = {q(meta['cmdline'])}",
             "",
             "[context]",
@@ -156,7 +159,7 @@ def classad_string(value: str) -> str:
 
 def condor_args(args: Sequence[str]) -> str:
     """VM_Args in HTCondor's V2 argument syntax (as a submit file's arguments would be)."""
-    from racf_vm.condor_args import quote_v2
+    from racf_vm.condor.arguments import quote_v2
 
     return quote_v2(list(args))
 

@@ -1,4 +1,4 @@
-"""racf_vm.accel: boot-sector probe, decision and its cache."""
+"""racf_vm.vm.accel: boot-sector probe, decision and its cache."""
 
 import json
 import os
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from racf_vm import accel
-from racf_vm.errors import ConfigError, TemporaryError
+from racf_vm.vm import accel
+from racf_vm.core.errors import ConfigError, TemporaryError
 from tests.support import prereq
 
 EMULATOR = "/usr/bin/qemu-system-x86_64"

@@ -1,18 +1,12 @@
-"""racf_vm.catalog: entry validation, names, lookup without filesystem access."""
+"""racf_vm.images.catalog: entry validation, names, lookup without filesystem access."""
 
 import os
 from pathlib import Path
 
 import pytest
 
-from racf_vm.catalog import (
-    PLACEHOLDER_SHA256,
-    Catalog,
-    load_catalog,
-    parse_image_entry,
-    validate_image_name,
-)
-from racf_vm.errors import ConfigError, RefusedError, UsageError
+from racf_vm.images.catalog import PLACEHOLDER_SHA256, Catalog, load_catalog, parse_image_entry, validate_image_name
+from racf_vm.core.errors import ConfigError, RefusedError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 SHA = "ab" * 32

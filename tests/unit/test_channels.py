@@ -1,4 +1,4 @@
-"""racf_vm.channels against unix sockets standing in for qemu's."""
+"""racf_vm.guest.channels against unix sockets standing in for qemu's."""
 
 import io
 import os
@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from racf_vm.channels import GuestChannels, StatusLine, parse_status_line
-from racf_vm.domain_xml import CHANNEL_NAMES
-from racf_vm.errors import TemporaryError
+from racf_vm.guest.channels import GuestChannels
+from racf_vm.guest.protocol import StatusLine, parse_status_line
+from racf_vm.guest.protocol import CHANNEL_NAMES
+from racf_vm.core.errors import TemporaryError
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,11 @@
-"""racf_vm.condor_args: HTCondor V1/V2 argument syntax."""
+"""racf_vm.condor.arguments: HTCondor V1/V2 argument syntax."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from racf_vm.condor_args import is_v2, parse_args, quote_v2
-from racf_vm.errors import UsageError
+from racf_vm.condor.arguments import is_v2, parse_args, quote_v2
+from racf_vm.core.errors import UsageError
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import pytest
 
 from racf_vm.config import Config, load_config, parse_config
-from racf_vm.errors import ConfigError
+from racf_vm.core.errors import ConfigError
 
 
 def test_empty_file_gives_defaults():
@@ -98,8 +98,12 @@ def test_load_config(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text("[limits]\nmin_uid = 500\n")
     assert load_config(str(p)).limits.min_uid == 500
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="missing.toml' does not exist"):
         load_config(str(tmp_path / "missing.toml"))
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * (4 * 1024 * 1024) + "\n")
+    with pytest.raises(ConfigError, match="larger than the limit"):  # refused, never cut short
+        load_config(str(big))
 
 
 def test_images_defaults_and_cache_dir_follows_image_dir():

@@ -1,6 +1,6 @@
 from types import SimpleNamespace
 
-from racf_vm.context import RC_LOCAL, plan_context
+from racf_vm.guest.context import RC_LOCAL, plan_context
 
 
 def _request(**kw):

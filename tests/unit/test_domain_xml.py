@@ -1,4 +1,4 @@
-"""racf_vm.domain_xml: structure, escaping, and acceptance by libvirt's test driver."""
+"""racf_vm.vm.domain_xml: structure, escaping, and acceptance by libvirt's test driver."""
 
 import dataclasses
 import xml.etree.ElementTree as ET
@@ -6,42 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from racf_vm.domain_xml import (
-    CHANNEL_NAMES,
-    JOB_NS,
-    BootloaderBoot,
-    DomainSpec,
-    KernelBoot,
-    build_domain_xml,
-    parse_job_metadata,
-)
-from racf_vm.errors import InternalError
+from racf_vm.guest.protocol import CHANNEL_NAMES
+from racf_vm.vm.domain_xml import JOB_NS, BootloaderBoot, DomainSpec, KernelBoot, build_domain_xml, parse_job_metadata
+from racf_vm.core.errors import InternalError
 from tests.support import prereq
+from tests.support.specs import job_spec
 
 TEST_NODE = Path(__file__).parent / "data" / "libvirt-test-node.xml"
 HOSTILE = "x<y>&z\"q'"
 
 
 def spec(**over) -> DomainSpec:
-    base = dict(
-        name="racf-vm-slot1-12.0-4242-99",
-        tag="slot1-12.0-4242-99",
-        pid=4242,
-        start=99,
-        uid=2501,
-        domain_type="qemu",
-        memory_mib=512,
-        vcpus=2,
-        emulator="/usr/bin/qemu-system-x86_64",
-        overlay_path="/var/lib/racf-vm/jobs/t/overlay.qcow2",
-        base_path="/var/lib/racf-vm/images/base.qcow2",
-        base_format="qcow2",
-        boot=KernelBoot("/boot/vmlinuz", "/boot/initrd.img", "console=ttyS0 quiet"),
-        qemu_uid=64055,
-        qemu_gid=64055,
-    )
-    base.update(over)
-    return DomainSpec(**base)
+    return job_spec(**over)
 
 
 def tree(s: DomainSpec) -> ET.Element:
@@ -251,3 +227,47 @@ def test_libvirt_test_driver_creates_transient_domain_with_hostile_values():
         dom.destroy()
     finally:
         conn.close()
+
+
+def test_disks_of_every_role_each_with_its_own_element():
+    from racf_vm.vm.devices import BackingFile, Disk
+
+    root = Disk("root", "/j/overlay.qcow2", "qcow2", "vda",
+                backing=(BackingFile("/i/prepared.qcow2", "qcow2"), BackingFile("/i/base.img", "raw")))
+    ctx = Disk("context", "/j/context.img", "raw", "vdb", readonly=True, serial="racf-context")
+    devices = tree(spec(disks=(root, ctx))).find("devices")
+    first, second = devices.findall("disk")
+    chain = first.find("backingStore")
+    assert (chain.find("format").get("type"), chain.find("source").get("file")) == ("qcow2", "/i/prepared.qcow2")
+    inner = chain.find("backingStore")
+    assert (inner.find("format").get("type"), inner.find("source").get("file")) == ("raw", "/i/base.img")
+    assert list(inner.find("backingStore")) == [] and inner.find("backingStore").attrib == {}
+    assert second.find("driver").get("type") == "raw" and second.find("readonly") is not None
+    assert second.findtext("serial") == "racf-context" and second.find("backingStore") is None
+    assert second.find("driver").get("discard") is None
+
+
+@pytest.mark.parametrize("disks, words", [
+    ((), "needs a disk"),
+    (("dup",), "targets must be unique"),
+    (("rawbacked",), "only a qcow2 disk"),
+    (("badserial",), "bad disk serial"),
+])
+def test_bad_disks_are_refused(disks, words):
+    from racf_vm.vm.devices import BackingFile, Disk
+
+    made = {
+        "dup": (Disk("root", "/a", "qcow2", "vda"), Disk("data", "/b", "raw", "vda")),
+        "rawbacked": (Disk("root", "/a", "raw", "vda", backing=(BackingFile("/b", "raw"),)),),
+        "badserial": (Disk("root", "/a", "qcow2", "vda", serial="x y<"),),
+    }
+    chosen = made[disks[0]] if disks else ()
+    with pytest.raises(InternalError, match=words):
+        spec(disks=chosen)
+
+
+def test_bridge_and_nat_network_never_together():
+    from racf_vm.vm.devices import Nic
+
+    with pytest.raises(InternalError, match="never both"):
+        spec(nics=(Nic("bridge", "br0"), Nic("network", "racf-untrusted", "02:72:66:00:00:01")))

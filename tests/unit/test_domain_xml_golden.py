@@ -8,21 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from racf_vm.domain_xml import BootloaderBoot, DomainSpec, KernelBoot, build_domain_xml
+from racf_vm.vm.domain_xml import BootloaderBoot, DomainSpec, KernelBoot, build_domain_xml
+from tests.support.specs import job_spec
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 HOSTILE = "x<y>&z\"q'"
 
 
 def spec(**over) -> DomainSpec:
-    base = dict(name="racf-vm-slot1-12.0-4242-99", tag="slot1-12.0-4242-99", pid=4242, start=99, uid=2501,
-                domain_type="qemu", memory_mib=512, vcpus=2, emulator="/usr/bin/qemu-system-x86_64",
-                overlay_path="/var/lib/racf-vm/jobs/t/overlay.qcow2",
-                base_path="/var/lib/racf-vm/images/base.qcow2", base_format="qcow2",
-                boot=KernelBoot("/boot/vmlinuz", "/boot/initrd.img", "console=ttyS0 quiet"),
-                qemu_uid=64055, qemu_gid=64055)
-    base.update(over)
-    return DomainSpec(**base)
+    return job_spec(**over)
 
 
 CASES = {

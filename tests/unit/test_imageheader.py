@@ -1,4 +1,4 @@
-"""racf_vm.imageheader (base image validation) and racf_vm.overlay (job dir, overlay)."""
+"""racf_vm.images.imageheader (base image validation), racf_vm.job.workspace (job dir) and racf_vm.vm.disks (overlay)."""
 
 import os
 import shutil
@@ -8,9 +8,10 @@ import tempfile
 
 import pytest
 
-from racf_vm import overlay
-from racf_vm.errors import InternalError, RefusedError, TemporaryError
-from racf_vm.imageheader import check_qcow2_header, validate_base_image
+from racf_vm.job import workspace
+from racf_vm.vm import disks
+from racf_vm.core.errors import InternalError, RefusedError, TemporaryError
+from racf_vm.images.imageheader import check_qcow2_header, validate_base_image
 
 QEMU_IMG = "/usr/bin/qemu-img"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, root-owned dirs)")
@@ -208,16 +209,16 @@ def test_not_regular_and_missing(root_dir):
 
 @needs_root
 def test_make_job_dir(root_dir):
-    path = overlay.make_job_dir(root_dir, "slot1-1.0-99-123")
+    path = workspace.make_job_dir(root_dir, "slot1-1.0-99-123")
     assert path == os.path.join(root_dir, "jobs", "slot1-1.0-99-123")
     for d in (os.path.dirname(path), path):
         st = os.lstat(d)
         assert st.st_uid == 0 and (st.st_mode & 0o7777) == 0o711
     with pytest.raises(InternalError, match="already exists"):
-        overlay.make_job_dir(root_dir, "slot1-1.0-99-123")
+        workspace.make_job_dir(root_dir, "slot1-1.0-99-123")
     for bad in ("..", ".", "a/b", "", "x" * 300, "a\nb"):
         with pytest.raises(InternalError):
-            overlay.make_job_dir(root_dir, bad)
+            workspace.make_job_dir(root_dir, bad)
 
 
 @needs_root
@@ -226,22 +227,22 @@ def test_make_job_dir_refuses_untrusted_state_dir(root_dir):
     os.mkdir(user_dir)
     os.chown(user_dir, 2501, 2501)
     with pytest.raises(RefusedError, match="owned by root"):
-        overlay.make_job_dir(user_dir, "t")
+        workspace.make_job_dir(user_dir, "t")
     writable = os.path.join(root_dir, "w")
     os.mkdir(writable)
     os.chmod(writable, 0o777)
     with pytest.raises(RefusedError):
-        overlay.make_job_dir(writable, "t")
+        workspace.make_job_dir(writable, "t")
     link = os.path.join(root_dir, "link")
     os.symlink(root_dir, link)
     with pytest.raises(RefusedError, match="symlink"):
-        overlay.make_job_dir(link, "t")
+        workspace.make_job_dir(link, "t")
     # A pre-planted jobs symlink is refused too.
     planted = os.path.join(root_dir, "planted")
     os.mkdir(planted)
     os.symlink(user_dir, os.path.join(planted, "jobs"))
     with pytest.raises(OSError):
-        overlay.make_job_dir(planted, "t")
+        workspace.make_job_dir(planted, "t")
 
 
 @needs_root
@@ -252,8 +253,8 @@ def test_create_overlay(root_dir, fmt):
     subprocess.run([QEMU_IMG, "create", "-q", "-f", fmt, base, "16M"], check=True)
     os.chmod(base, 0o644)
     before = os.stat(base)
-    job = overlay.make_job_dir(root_dir, "t1")
-    path = overlay.create_overlay(job, base, fmt, 64055, 64055)
+    job = workspace.make_job_dir(root_dir, "t1")
+    path = disks.create_overlay(job, base, fmt, 64055, 64055)
     st = os.lstat(path)
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (64055, 64055, 0o600)
     info = subprocess.run(
@@ -263,7 +264,7 @@ def test_create_overlay(root_dir, fmt):
     after = os.stat(base)
     assert (after.st_uid, after.st_mode, after.st_mtime_ns) == (before.st_uid, before.st_mode, before.st_mtime_ns)
     with pytest.raises(FileExistsError):
-        overlay.create_overlay(job, base, fmt, 64055, 64055)
+        disks.create_overlay(job, base, fmt, 64055, 64055)
 
 
 @needs_root
@@ -273,10 +274,10 @@ def test_create_overlay_refuses_planted_entries(root_dir):
     subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2", base, "16M"], check=True)
     victim = write(os.path.join(root_dir, "victim"), b"precious")
     for i, plant in enumerate((lambda p: os.symlink(victim, p), lambda p: os.link(victim, p))):
-        job = overlay.make_job_dir(root_dir, f"p{i}")
+        job = workspace.make_job_dir(root_dir, f"p{i}")
         plant(os.path.join(job, "overlay.qcow2"))
         with pytest.raises(FileExistsError):
-            overlay.create_overlay(job, base, "qcow2", 64055, 64055)
+            disks.create_overlay(job, base, "qcow2", 64055, 64055)
         assert open(victim, "rb").read() == b"precious"
         assert os.stat(victim).st_uid == 0
 
@@ -284,7 +285,7 @@ def test_create_overlay_refuses_planted_entries(root_dir):
 @needs_root
 @needs_qemu_img
 def test_create_overlay_failure_leaves_nothing(root_dir):
-    job = overlay.make_job_dir(root_dir, "f")
+    job = workspace.make_job_dir(root_dir, "f")
     with pytest.raises(TemporaryError, match="qemu-img"):
-        overlay.create_overlay(job, os.path.join(root_dir, "missing.qcow2"), "qcow2", 64055, 64055)
+        disks.create_overlay(job, os.path.join(root_dir, "missing.qcow2"), "qcow2", 64055, 64055)
     assert os.listdir(job) == []

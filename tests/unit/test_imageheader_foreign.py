@@ -5,8 +5,8 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from racf_vm import imageheader
-from racf_vm.errors import RefusedError
+from racf_vm.images import imageheader
+from racf_vm.core.errors import RefusedError
 
 
 def _file(tmp_path, data, mode=0o644):

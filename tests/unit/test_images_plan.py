@@ -1,7 +1,7 @@
-"""racf_vm.images.plan: local state + remote list -> actions (pure)."""
+"""racf_vm.images.syncplan: local state + remote list -> actions (pure)."""
 
 from racf_vm.images.checksums import RemoteImage
-from racf_vm.images.plan import LocalImage, SyncPlan, plan_sync
+from racf_vm.images.syncplan import LocalImage, SyncPlan, plan_sync
 
 A, B = "a" * 64, "b" * 64
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from racf_vm.errors import ConfigError
+from racf_vm.core.errors import ConfigError
 from racf_vm.images.checksums import parse_list
 from racf_vm.images.codecs import CODECS, CorruptDataError, TruncatedDataError
 from racf_vm.images.publish import publish
@@ -118,7 +118,7 @@ def test_output_pieces_are_bounded_for_a_decompression_bomb(codec):
 def test_cli_publish(images):
     from click.testing import CliRunner
 
-    from racf_vm.images.cli import images_group
+    from racf_vm.cli.images import images_group
 
     src, out = images
     result = CliRunner().invoke(images_group, ["publish", str(src), str(out), "--compression", "xz"])

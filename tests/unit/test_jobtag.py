@@ -1,6 +1,6 @@
 import os
 
-from racf_vm import jobtag
+from racf_vm.core import jobtag
 
 
 def test_tag_round_trip_and_sanitizing():

@@ -1,4 +1,4 @@
-from racf_vm.libvirt_policy import qemu_conf_problems
+from racf_vm.trust.qemuconf import qemu_conf_problems
 
 
 def test_default_debian_qemu_conf_is_fine():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from netpolicy import backend_iptables as ipt
+from netpolicy import iptables_rules as ipt
 from netpolicy import backend_nft as nft
 from netpolicy import detect, network, planner
 from netpolicy.errors import BackendMismatch
@@ -219,8 +219,9 @@ def test_network_xml_and_reservations():
 
 
 def test_domain_xml_interface_on_the_untrusted_network():
-    from racf_vm.domain_xml import DomainSpec, KernelBoot, build_domain_xml
-    from racf_vm.errors import InternalError
+    from racf_vm.core.errors import InternalError
+    from racf_vm.vm.domain_xml import KernelBoot, build_domain_xml
+    from tests.support.specs import job_spec as DomainSpec
 
     kw = dict(name="racf-vm-" + TAG, tag=TAG, pid=4242, start=1, uid=2501, domain_type="qemu",
               memory_mib=256, vcpus=1, emulator="/usr/bin/qemu-system-x86_64", overlay_path="/s/o.qcow2",
@@ -236,7 +237,7 @@ def test_domain_xml_interface_on_the_untrusted_network():
 
 def test_config_untrusted_network_section():
     from racf_vm import config
-    from racf_vm.errors import ConfigError
+    from racf_vm.core.errors import ConfigError
 
     c = config.parse_config(b"", "t")
     assert (c.untrusted_network.name, c.untrusted_network.bridge, c.untrusted_network.subnet,
@@ -248,3 +249,13 @@ def test_config_untrusted_network_section():
                 b'[network]\ntrusted_bridge = "racfu0"\n'):
         with pytest.raises(ConfigError):
             config.parse_config(bad, "t")
+
+
+def test_both_backends_implement_the_interface():
+    from netpolicy.backend_iptables import IptablesBackend
+    from netpolicy.backend_nft import NftBackend
+
+    for cls in (NftBackend, IptablesBackend):
+        missing = [m for m in ("ensure_base", "add_job", "remove_job", "job_tags", "job_rule_count",
+                               "remove_all", "listing") if not callable(getattr(cls, m, None))]
+        assert missing == [] and isinstance(getattr(cls, "name"), str), (cls, missing)

@@ -1,4 +1,4 @@
-"""racf_vm.pathtrust: HTCondor safefile semantics on crafted trees."""
+"""racf_vm.trust.pathtrust: HTCondor safefile semantics on crafted trees."""
 
 import os
 import shutil
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from racf_vm.errors import RefusedError
-from racf_vm.pathtrust import check_trusted_dir, check_trusted_file
+from racf_vm.core.errors import RefusedError
+from racf_vm.trust.pathtrust import check_trusted_dir, check_trusted_file
 
 USER = 2501  # racfjob; only the number matters for chown
 

@@ -4,8 +4,8 @@ import tarfile
 
 import pytest
 
-from racf_vm import sandbox_io
-from racf_vm.errors import UsageError
+from racf_vm.condor import sandbox as sandbox_io
+from racf_vm.core.errors import UsageError
 
 
 def _tar(members):

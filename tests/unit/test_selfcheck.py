@@ -1,4 +1,4 @@
-"""racf_vm.selfcheck on crafted trees (root-owned temp dirs) and on the real runtime."""
+"""racf_vm.trust.selfcheck on crafted trees (root-owned temp dirs) and on the real runtime."""
 
 import os
 import subprocess
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from racf_vm import selfcheck
-from racf_vm.errors import RefusedError
+from racf_vm.trust import selfcheck
+from racf_vm.core.errors import RefusedError
 
 pytestmark = pytest.mark.root
 BASE = Path("/var/cache/racf-vm-test")
@@ -100,9 +100,26 @@ def test_installed_runtime_is_trusted():
     # The runtime as the wrapper sees it: the installed package under `python -I`, cwd /.
     # (pytest's own view includes the checkout, which may sit anywhere, /tmp included.)
     # How long the check takes is a bench matter, not an assert here.
-    code = ("from racf_vm import selfcheck; selfcheck.check_interpreter(); "
+    code = ("from racf_vm.trust import selfcheck; selfcheck.check_interpreter(); "
             "selfcheck.check_package(); selfcheck.check_sys_path(); print('trusted')")
     proc = subprocess.run([sys.executable, "-I", "-B", "-c", code], cwd="/",
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "trusted"
+
+
+def test_subpackages_are_checked_at_any_depth(tree):
+    sub = tree / "pkg" / "sub" / "deeper"
+    sub.mkdir(parents=True)
+    for p in (tree / "pkg" / "sub", sub):
+        os.chmod(p, 0o755)
+    (sub / "m.py").write_text("")
+    assert selfcheck.check_package(str(tree / "pkg")) == 6
+    os.chmod(sub / "m.py", 0o666)
+    with pytest.raises(RefusedError, match="deeper/m.py is writable by others"):
+        selfcheck.check_package(str(tree / "pkg"))
+
+
+def test_project_packages_are_racf_vm_and_netpolicy():
+    names = [os.path.basename(p) for p in selfcheck.project_packages()]
+    assert names == ["racf_vm", "netpolicy"]

@@ -1,16 +1,10 @@
-"""racf_vm.sizing: cgroup v1/v2 limits from crafted sysfs trees, and the VM size plan."""
+"""racf_vm.job.sizing: cgroup v1/v2 limits from crafted sysfs trees, and the VM size plan."""
 
 import pytest
 
 from racf_vm.config import SizingConfig
-from racf_vm.errors import RefusedError
-from racf_vm.sizing import (
-    SlotLimits,
-    VMSize,
-    parse_meminfo_mib,
-    plan_vm_size,
-    read_cgroup_limits,
-)
+from racf_vm.core.errors import RefusedError
+from racf_vm.job.sizing import SlotLimits, VMSize, plan_vm_size, read_cgroup_limits
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -144,11 +138,6 @@ def test_no_cgroup_info(tmp_path):
     assert read_cgroup_limits("", str(tmp_path)) == SlotLimits(None, None)
     assert read_cgroup_limits("garbage\n", str(tmp_path)) == SlotLimits(None, None)
     assert read_cgroup_limits("0::/missing\n", str(tmp_path)) == SlotLimits(None, None)
-
-
-def test_meminfo():
-    assert parse_meminfo_mib("MemTotal:       24576000 kB\nMemFree: 1 kB\n") == 24000
-    assert parse_meminfo_mib("nothing") is None
 
 
 # --- plan ---------------------------------------------------------------------------------

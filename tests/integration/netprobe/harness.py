@@ -275,14 +275,16 @@ class Guests:
     def prepare(self, scripts: dict, probe: str) -> None:
         import pwd
 
-        from racf_vm import imageheader, overlay
+        from racf_vm.images import imageheader
+        from racf_vm.job import workspace
+        from racf_vm.vm import disks
 
         base = imageheader.validate_base_image(os.path.join(self.image_dir, self.meta["disk"]), "qcow2")
         pw = pwd.getpwnam("libvirt-qemu")
         todo = {}
         for name, script in scripts.items():
-            job_dir = overlay.make_job_dir(self.state, f"nt{name}-1.0-{os.getpid()}-1")
-            ov = overlay.create_overlay(job_dir, base.path, "qcow2", pw.pw_uid, pw.pw_gid)
+            job_dir = workspace.make_job_dir(self.state, f"nt{name}-1.0-{os.getpid()}-1")
+            ov = disks.create_overlay(job_dir, base.path, "qcow2", pw.pw_uid, pw.pw_gid)
             self.overlays[name] = (ov, job_dir, base.path)
             todo[name] = (ov, script)
         write_guests(todo, self.meta["root_device"], probe)
@@ -291,14 +293,15 @@ class Guests:
              cmdline: str = ""):
         import pwd
 
-        from racf_vm.domain_xml import DomainSpec, KernelBoot
+        from racf_vm.vm.domain_xml import KernelBoot
+        from tests.support.specs import job_spec
 
         ov, job_dir, base = self.overlays[name]
         pw = pwd.getpwnam("libvirt-qemu")
         console = os.path.join(job_dir, f"console-{tag}.log")
         self.consoles[name] = console
         d = self.image_dir
-        return DomainSpec(
+        return job_spec(
             name=f"racf-vm-{tag}", tag=tag, pid=owner_pid, start=1, uid=0, domain_type="qemu",
             memory_mib=256, vcpus=1, emulator="/usr/bin/qemu-system-x86_64", overlay_path=ov,
             base_path=base, base_format="qcow2",
@@ -309,8 +312,8 @@ class Guests:
         )
 
     def boot(self, conn, spec):
-        from racf_vm import domain
-        from racf_vm.domain_xml import build_domain_xml
+        from racf_vm.vm import domain
+        from racf_vm.vm.domain_xml import build_domain_xml
 
         return domain.start_domain(conn, build_domain_xml(spec))
 

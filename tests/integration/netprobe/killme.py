@@ -11,7 +11,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..", "..")))
 
-from racf_vm import domain, jobtag  # noqa: E402
+from racf_vm.core import jobtag  # noqa: E402
+from racf_vm.vm import domain  # noqa: E402
 
 import netpolicy  # noqa: E402
 from tests.integration.netprobe import harness  # noqa: E402

@@ -1,0 +1,78 @@
+"""``racf-vm images publish|sync``: the administrator's side of image distribution.
+
+Add to the main CLI with ``cli.add_command(images_group)``.
+"""
+
+import sys
+from typing import Optional
+
+import click
+
+from racf_vm.images.codecs import CODECS
+from racf_vm.images.fetch import Progress
+
+
+class _TerminalProgress:
+    """One click progress bar per image, only when stderr is a terminal (never in jobs)."""
+
+    def __init__(self):
+        self.bar = None
+
+    def for_image(self, name: str) -> Progress:
+        self.close()
+        state = {"name": name}
+
+        def update(nbytes: int, total: Optional[int]) -> None:
+            if self.bar is None:
+                self.bar = click.progressbar(length=total, label=state["name"], file=sys.stderr,
+                                             show_pos=total is None)
+                self.bar.__enter__()
+            self.bar.update(nbytes)
+
+        return update
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+@click.group("images")
+def images_group():
+    """Publish images to the web server and keep this node's cache in step with it."""
+
+
+@images_group.command("publish")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--compression", type=click.Choice(sorted(CODECS)), default="gzip",
+              show_default=True)
+@click.option("--level", type=int, default=None, help="Compression level (codec default).")
+@click.option("--checksum-file", default="SHA256SUMS", show_default=True)
+def publish_cmd(src, out, compression, level, checksum_file):
+    """Compress every image in SRC into OUT and write OUT's checksum list last."""
+    from racf_vm.images.publish import publish
+
+    report = publish(src, out, codec=compression, level=level, checksum_file=checksum_file)
+    click.echo(f"published: {len(report.compressed)} compressed, {len(report.unchanged)} "
+               f"unchanged, {len(report.removed)} removed")
+
+
+@images_group.command("sync")
+@click.option("--source", "source_url", default=None, help="Base URL (default: [images] source_url).")
+@click.option("--cache", "cache_dir", default=None, help="Cache directory (default: [images] cache_dir).")
+@click.pass_obj
+def sync_cmd(obj, source_url, cache_dir):
+    """Fetch changed and missing images, drop withdrawn ones, verify everything."""
+    from racf_vm.images.sync import sync
+
+    progress = _TerminalProgress() if sys.stderr.isatty() else None
+    try:
+        report = sync(obj.config.images, source_url=source_url, cache_dir=cache_dir,
+                      progress=progress.for_image if progress else None)
+    finally:
+        if progress:
+            progress.close()
+    busy = f", {len(report.busy)} withdrawn but in use" if report.busy else ""
+    click.echo(f"images: {len(report.fetched)} fetched, {len(report.verified)} verified, "
+               f"{len(report.removed)} removed, {report.unchanged} unchanged{busy}")

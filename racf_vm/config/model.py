@@ -1,0 +1,129 @@
+"""The site configuration as frozen values; every setting has a safe default."""
+
+from dataclasses import dataclass, field
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where racf-vm finds its catalog and keeps its state (all root-owned)."""
+
+    catalog_dir: str = "/etc/racf-vm/images.d"
+    state_dir: str = "/var/lib/racf-vm"
+    image_dir: str = "/var/lib/racf-vm/images"
+    runner: str = "/usr/local/share/racf-vm/guest/runner.sh"  # injected into each guest
+
+
+@dataclass(frozen=True)
+class ParentConfig:
+    """The only binary accepted as the wrapper's parent (compare with STARTER)."""
+
+    starter: str = "/usr/sbin/condor_starter"
+
+
+@dataclass(frozen=True)
+class SizingConfig:
+    """How a slot's CPUs and memory become a VM size (see racf_vm.sizing)."""
+
+    memory_per_core_mib: int = 2048
+    min_memory_mib: int = 256
+    min_cpus: int = 1
+    max_cpus: int = 0  # 0 = as many as the host has
+    overhead_mib: int = 0  # kept free in the slot for QEMU itself
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Caps on what a job may hand us; all sizes in bytes."""
+
+    min_uid: int = 1000
+    max_job_ad_bytes: int = 1048576
+    max_env_bytes: int = 1048576
+    max_args: int = 4096
+    max_arg_bytes: int = 131072
+    max_input_bytes: int = 1073741824
+    max_output_bytes: int = 1073741824
+
+
+@dataclass(frozen=True)
+class TimeoutsConfig:
+    """Seconds; every wait racf-vm does is bounded by one of these."""
+
+    contextualize: float = 600.0
+    boot: float = 600.0  # until the guest reports `started`
+    job: float = 604800.0
+    shutdown_grace: float = 30.0
+    poweroff: float = 60.0  # after `exit N` until the domain ends
+    libvirt_connect: float = 30.0
+    after_destroy: float = 10.0  # a destroyed VM must be gone within this
+    drain: float = 0.1  # after the job's end: for bytes still queued on the channels
+    end_poll: float = 0.05  # while waiting for the output archive to complete
+
+
+@dataclass(frozen=True)
+class LibvirtConfig:
+    """How domains are defined and where QEMU runs."""
+
+    uri: str = "qemu:///system"
+    accel: str = "auto"  # auto | kvm | tcg
+    qemu_user: str = "libvirt-qemu"
+    qemu_group: str = "kvm"
+    emulator: str = "/usr/bin/qemu-system-x86_64"
+    machine: str = "pc"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Networking of trusted images (untrusted ones always use netpolicy's network)."""
+
+    trusted_bridge: str = ""  # empty: trusted images get no NIC
+
+
+@dataclass(frozen=True)
+class UntrustedNetworkConfig:
+    """The NAT network of untrusted images (netpolicy owns it and its firewall)."""
+
+    name: str = "racf-untrusted"  # libvirt network
+    bridge: str = "racfu0"
+    subnet: str = "10.213.0.0/24"  # the host takes the first address
+    backend: str = "auto"  # auto | nft | iptables (must match the host's iptables)
+
+
+@dataclass(frozen=True)
+class GuestfsConfig:
+    """libguestfs settings for contextualization."""
+
+    backend: str = "direct"
+    memsize_mib: int = 512
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """Where base images come from (seed 003) and how the node cache fetches them."""
+
+    source_url: str = ""  # http(s) directory with the checksum list; empty: no remote
+    cache_dir: str = PathsConfig.image_dir  # follows paths.image_dir unless set
+    checksum_file: str = "SHA256SUMS"
+    http_timeout: float = 30.0  # connecting, and each read
+    retries: int = 3
+    retry_delay: float = 2.0  # first backoff; doubled after each failure
+    lock_timeout: float = 3600.0  # waiting for another process's download of an image
+    proxy: str = ""  # http(s) proxy URL (e.g. Squid); empty: direct
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole site configuration."""
+
+    log_level: str = "warning"  # debug | info | warning | error | critical
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    parent: ParentConfig = field(default_factory=ParentConfig)
+    sizing: SizingConfig = field(default_factory=SizingConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    timeouts: TimeoutsConfig = field(default_factory=TimeoutsConfig)
+    libvirt: LibvirtConfig = field(default_factory=LibvirtConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    untrusted_network: UntrustedNetworkConfig = field(default_factory=UntrustedNetworkConfig)
+    guestfs: GuestfsConfig = field(default_factory=GuestfsConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)

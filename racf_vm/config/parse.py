@@ -1,0 +1,202 @@
+"""Turn the bytes of ``/etc/racf-vm/racf-vm.toml`` into a ``Config``, or refuse them."""
+
+import ipaddress
+
+from racf_vm.config.model import (
+    LOG_LEVELS,
+    Config,
+    GuestfsConfig,
+    ImagesConfig,
+    LibvirtConfig,
+    LimitsConfig,
+    NetworkConfig,
+    ParentConfig,
+    PathsConfig,
+    SizingConfig,
+    TimeoutsConfig,
+    UntrustedNetworkConfig,
+)
+from racf_vm.core.errors import ConfigError
+from racf_vm.core.files import read_capped
+from racf_vm.core.tomlreader import TableReader, decode_toml
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+_USER_RE = r"[a-z_][a-z0-9_-]{0,31}"
+_IFACE_RE = r"[A-Za-z0-9_.-]{1,15}"
+
+
+def _paths(r: TableReader) -> PathsConfig:
+    d = PathsConfig()
+    return PathsConfig(
+        catalog_dir=r.path("catalog_dir", d.catalog_dir),
+        state_dir=r.path("state_dir", d.state_dir),
+        image_dir=r.path("image_dir", d.image_dir),
+        runner=r.path("runner", d.runner),
+    )
+
+
+def _parent(r: TableReader) -> ParentConfig:
+    return ParentConfig(starter=r.path("starter", ParentConfig.starter))
+
+
+def _sizing(r: TableReader) -> SizingConfig:
+    d = SizingConfig()
+    s = SizingConfig(
+        memory_per_core_mib=r.integer("memory_per_core_mib", d.memory_per_core_mib, minimum=1,
+                                      maximum=2**30),
+        min_memory_mib=r.integer("min_memory_mib", d.min_memory_mib, minimum=1, maximum=2**30),
+        min_cpus=r.integer("min_cpus", d.min_cpus, minimum=1, maximum=4096),
+        max_cpus=r.integer("max_cpus", d.max_cpus, minimum=0, maximum=4096),
+        overhead_mib=r.integer("overhead_mib", d.overhead_mib, minimum=0, maximum=2**30),
+    )
+    if s.max_cpus and s.max_cpus < s.min_cpus:
+        raise r.fail("max_cpus", f"{s.max_cpus} is below min_cpus ({s.min_cpus})")
+    if s.memory_per_core_mib * s.min_cpus < s.min_memory_mib:
+        # Otherwise every job would be refused as "slot too small" whatever its slot.
+        raise r.fail("memory_per_core_mib",
+                     f"{s.memory_per_core_mib} x min_cpus {s.min_cpus} is below "
+                     f"min_memory_mib ({s.min_memory_mib})")
+    return s
+
+
+def _limits(r: TableReader) -> LimitsConfig:
+    d = LimitsConfig()
+    big = 2**40
+    return LimitsConfig(
+        min_uid=r.integer("min_uid", d.min_uid, minimum=1, maximum=2**32 - 2),
+        max_job_ad_bytes=r.integer("max_job_ad_bytes", d.max_job_ad_bytes, minimum=1,
+                                   maximum=2**30),
+        max_env_bytes=r.integer("max_env_bytes", d.max_env_bytes, minimum=1, maximum=2**30),
+        max_args=r.integer("max_args", d.max_args, minimum=1, maximum=2**20),
+        max_arg_bytes=r.integer("max_arg_bytes", d.max_arg_bytes, minimum=1, maximum=2**30),
+        max_input_bytes=r.integer("max_input_bytes", d.max_input_bytes, minimum=1,
+                                  maximum=big),
+        max_output_bytes=r.integer("max_output_bytes", d.max_output_bytes, minimum=1,
+                                   maximum=big),
+    )
+
+
+def _timeouts(r: TableReader) -> TimeoutsConfig:
+    d = TimeoutsConfig()
+    return TimeoutsConfig(
+        contextualize=r.seconds("contextualize", d.contextualize),
+        boot=r.seconds("boot", d.boot),
+        job=r.seconds("job", d.job),
+        shutdown_grace=r.seconds("shutdown_grace", d.shutdown_grace),
+        poweroff=r.seconds("poweroff", d.poweroff),
+        libvirt_connect=r.seconds("libvirt_connect", d.libvirt_connect),
+        after_destroy=r.seconds("after_destroy", d.after_destroy),
+        drain=r.seconds("drain", d.drain),
+        end_poll=r.seconds("end_poll", d.end_poll),
+    )
+
+
+def _libvirt(r: TableReader) -> LibvirtConfig:
+    d = LibvirtConfig()
+    return LibvirtConfig(
+        uri=r.string("uri", d.uri, pattern=r"[a-z0-9+]+://[^\s]*", allow_empty=False),
+        accel=r.choice("accel", d.accel, ("auto", "kvm", "tcg")),
+        qemu_user=r.string("qemu_user", d.qemu_user, pattern=_USER_RE, allow_empty=False),
+        qemu_group=r.string("qemu_group", d.qemu_group, pattern=_USER_RE, allow_empty=False),
+        emulator=r.path("emulator", d.emulator),
+        machine=r.string("machine", d.machine, pattern=r"[A-Za-z0-9_.-]{1,64}",
+                         allow_empty=False),
+    )
+
+
+def _network(r: TableReader) -> NetworkConfig:
+    return NetworkConfig(
+        trusted_bridge=r.string("trusted_bridge", NetworkConfig.trusted_bridge,
+                                pattern=_IFACE_RE),
+    )
+
+
+def _untrusted_network(r: TableReader) -> UntrustedNetworkConfig:
+    d = UntrustedNetworkConfig()
+    u = UntrustedNetworkConfig(
+        name=r.string("name", d.name, pattern=r"[A-Za-z0-9_.-]{1,64}", allow_empty=False),
+        bridge=r.string("bridge", d.bridge, pattern=_IFACE_RE, allow_empty=False),
+        subnet=r.string("subnet", d.subnet, pattern=r"[0-9./]{9,18}", allow_empty=False),
+        backend=r.choice("backend", d.backend, ("auto", "nft", "iptables")),
+    )
+    try:
+        net = ipaddress.IPv4Network(u.subnet, strict=True)
+    except ValueError as e:
+        raise r.fail("subnet", f"{u.subnet!r} is not an IPv4 network: {e}") from None
+    if not 16 <= net.prefixlen <= 29 or not net.is_private:
+        raise r.fail("subnet", f"{u.subnet} must be a private network between /16 and /29")
+    return u
+
+
+def _guestfs(r: TableReader) -> GuestfsConfig:
+    d = GuestfsConfig()
+    return GuestfsConfig(
+        backend=r.string("backend", d.backend, pattern=r"[a-z]+(:[^\s]+)?", allow_empty=False),
+        memsize_mib=r.integer("memsize_mib", d.memsize_mib, minimum=128, maximum=2**20),
+    )
+
+
+_URL_RE = r"https?://[^\s/?#]+(/[^\s?#]*)?"
+
+
+def _images(r: TableReader, image_dir: str) -> ImagesConfig:
+    d = ImagesConfig()
+    cache_dir = r.path("cache_dir", image_dir) if r.has("cache_dir") else image_dir
+    return ImagesConfig(
+        source_url=r.string("source_url", d.source_url, pattern=_URL_RE),
+        cache_dir=cache_dir,
+        checksum_file=r.string("checksum_file", d.checksum_file,
+                               pattern=r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}", allow_empty=False),
+        http_timeout=r.seconds("http_timeout", d.http_timeout),
+        retries=r.integer("retries", d.retries, minimum=0, maximum=20),
+        retry_delay=r.seconds("retry_delay", d.retry_delay),
+        lock_timeout=r.seconds("lock_timeout", d.lock_timeout),
+        proxy=r.string("proxy", d.proxy, pattern=r"https?://[^\s/?#]+/?"),
+    )
+
+
+_SECTIONS = {
+    "paths": _paths,
+    "parent": _parent,
+    "sizing": _sizing,
+    "limits": _limits,
+    "timeouts": _timeouts,
+    "libvirt": _libvirt,
+    "network": _network,
+    "untrusted_network": _untrusted_network,
+    "guestfs": _guestfs,
+}
+
+
+def parse_config(data: bytes, source: str) -> Config:
+    """Turn the bytes of a (trusted) config file into a Config, or raise ConfigError.
+
+    ``source`` is the file name used in messages.
+    """
+    doc, text = decode_toml(data, source)
+    top = TableReader(doc, source, text, None)
+    parts: dict = {
+        "log_level": top.choice("log_level", Config.log_level, LOG_LEVELS),
+    }
+    for name, build in _SECTIONS.items():
+        table = top.raw(name, {})
+        reader = TableReader(table, source, text, name)
+        parts[name] = build(reader)
+        reader.finish()
+    # [images] is built last: its cache_dir defaults to the parsed paths.image_dir.
+    reader = TableReader(top.raw("images", {}), source, text, "images")
+    parts["images"] = _images(reader, parts["paths"].image_dir)
+    reader.finish()
+    top.finish()
+    if parts["network"].trusted_bridge and parts["network"].trusted_bridge == parts["untrusted_network"].bridge:
+        raise ConfigError(f"{source}: network.trusted_bridge and untrusted_network.bridge are both "
+                          f"{parts['network'].trusted_bridge!r}: trusted and untrusted guests never share a bridge")
+    return Config(**parts)
+
+
+def load_config(path: str) -> Config:
+    """Read and parse ``path``. The caller has already checked that the file is trusted
+    (pathtrust walks symlinks too, so a symlinked config is followed here)."""
+    data = read_capped(path, MAX_CONFIG_BYTES, "the configuration", error=ConfigError,
+                       follow_symlinks=True)
+    return parse_config(data, path)

@@ -1,0 +1,131 @@
+"""The job plan: every decision about one job, made in one pure function.
+
+``plan_job`` turns what was validated and measured (the request, its catalog entry and
+base image, the slot, the site config, the accelerator) into a ``JobPlan``: the job's tag
+and directory, the VM's size, its disks and NICs (as a DomainSpec), the guest context,
+the network, the timeouts. Nothing here touches the system; racf_vm.job.run carries a
+plan out, and unit tests check each decision without root.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from racf_vm.condor.request import JobRequest
+from racf_vm.config import Config, TimeoutsConfig
+from racf_vm.core import jobtag
+from racf_vm.core.errors import InternalError
+from racf_vm.guest.context import GuestEntry, plan_context
+from racf_vm.guest.guestfs import GuestfsSettings
+from racf_vm.guest.protocol import CHANNEL_NAMES
+from racf_vm.images.catalog import BootSpec, ImageEntry
+from racf_vm.images.imageheader import BaseImageInfo
+from racf_vm.job import sizing, workspace
+from racf_vm.vm.devices import BackingFile, Disk, Nic, target_name
+from racf_vm.vm.disks import OVERLAY_NAME
+from racf_vm.vm.domain_xml import Boot, BootloaderBoot, DomainSpec, KernelBoot
+
+Network = Literal["none", "bridge", "untrusted"]
+INPUT_TAR = "input.tar"
+OUTPUT_TAR = "output.tar"
+GUESTFS_DIR = "guestfs"
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    request: JobRequest
+    image: ImageEntry
+    base: BaseImageInfo
+    slot: sizing.Slot
+    config: Config
+    accel: str  # "kvm" | "tcg", from racf_vm.vm.accel
+    owner: jobtag.Owner  # this wrapper process
+    qemu_uid: int
+    qemu_gid: int
+    runner: bytes
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    tag: str
+    job_dir: str
+    base: BaseImageInfo  # re-checked just before boot
+    size: sizing.VMSize
+    network: Network
+    domain: DomainSpec  # for "untrusted", its NIC gets its MAC from the lease (with_mac)
+    input_tar: str
+    output_tar: str
+    context: tuple[GuestEntry, ...]
+    context_filesystem: str  # where the context goes, as libguestfs names the device
+    guestfs: GuestfsSettings
+    timeouts: TimeoutsConfig
+
+    @property
+    def root_disk(self) -> Disk:
+        return self.domain.disks[0]
+
+    def with_mac(self, mac: str) -> "JobPlan":
+        """The plan once the untrusted network reserved ``mac`` for the job."""
+        if self.network != "untrusted":
+            raise InternalError("only a job on the untrusted network gets a reserved MAC")
+        nics = tuple(dataclasses.replace(n, mac=mac) if n.kind == "network" else n
+                     for n in self.domain.nics)
+        return dataclasses.replace(self, domain=dataclasses.replace(self.domain, nics=nics))
+
+    @property
+    def ready_to_boot(self) -> bool:
+        """False while a NIC still waits for its reserved MAC."""
+        return all(n.mac is not None for n in self.domain.nics if n.kind == "network")
+
+
+def boot_of(boot: BootSpec) -> Boot:
+    if boot.method == "kernel":
+        return KernelBoot(boot.kernel, boot.initrd or None, boot.cmdline)
+    return BootloaderBoot()
+
+
+def plan_network(image: ImageEntry, config: Config) -> tuple[Network, tuple[Nic, ...]]:
+    """Trust decides the network: untrusted images only ever get the NAT network."""
+    if not image.trusted:
+        return "untrusted", (Nic("network", config.untrusted_network.name),)
+    if config.network.trusted_bridge:
+        return "bridge", (Nic("bridge", config.network.trusted_bridge),)
+    return "none", ()
+
+
+def plan_job(inputs: PlanInputs) -> JobPlan:
+    req, cfg, image = inputs.request, inputs.config, inputs.image
+    size = sizing.plan_vm_size(
+        inputs.slot.limits, cfg.sizing,
+        host_cpus=inputs.slot.host_cpus, host_memory_mib=inputs.slot.host_memory_mib,
+        hint_cpus=req.machine_hint_cpus, hint_memory_mib=req.machine_hint_memory_mib,
+    )
+    tag = jobtag.make_tag(req.slot, req.cluster, req.proc, inputs.owner)
+    job_dir = os.path.join(cfg.paths.state_dir, workspace.JOBS_DIR, tag)
+    root = Disk(role="root", path=os.path.join(job_dir, OVERLAY_NAME), format="qcow2",
+                target=target_name("virtio", 0),
+                backing=(BackingFile(inputs.base.path, inputs.base.format),))
+    network, nics = plan_network(image, cfg)
+    domain = DomainSpec(
+        name=jobtag.DOMAIN_PREFIX + tag, tag=tag, pid=inputs.owner.pid, start=inputs.owner.start,
+        uid=req.uid, domain_type="kvm" if inputs.accel == "kvm" else "qemu",
+        memory_mib=size.memory_mib, vcpus=size.cpus, emulator=cfg.libvirt.emulator,
+        boot=boot_of(image.boot), qemu_uid=inputs.qemu_uid, qemu_gid=inputs.qemu_gid,
+        disks=(root,), channels=CHANNEL_NAMES, nics=nics, machine=cfg.libvirt.machine,
+    )
+    input_tar = os.path.join(job_dir, INPUT_TAR)
+    return JobPlan(
+        tag=tag, job_dir=job_dir, base=inputs.base, size=size, network=network, domain=domain,
+        input_tar=input_tar, output_tar=os.path.join(job_dir, OUTPUT_TAR),
+        context=plan_context(req, inputs.runner, input_tar),
+        context_filesystem=image.context.filesystem,
+        guestfs=GuestfsSettings(
+            backend=cfg.guestfs.backend, force_tcg=inputs.accel != "kvm",
+            memsize_mib=cfg.guestfs.memsize_mib,
+            cachedir=os.path.join(cfg.paths.state_dir, GUESTFS_DIR),
+        ),
+        timeouts=cfg.timeouts,
+    )

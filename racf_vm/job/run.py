@@ -1,0 +1,217 @@
+"""One job, carried out: gather what the plan needs, make the plan, execute it.
+
+The decisions are racf_vm.job.plan's; the guest's lifetime is racf_vm.job.supervise's.
+Every resource the job creates is entered into one ExitStack the moment it exists (the
+base image's hold, the job directory, the libvirt connection, the network lease, the
+domain), so ``cleanup`` removes them on every path: success, error, and SIGTERM from
+HTCondor. SIGKILL is covered by libvirt's autodestroy and ``racf-vm gc``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import signal
+import time
+from typing import Optional
+
+from racf_vm import config as config_mod
+from racf_vm.condor import intake, sandbox
+from racf_vm.condor.request import JobRequest
+from racf_vm.core import jobtag, logsetup
+from racf_vm.core.errors import Cancelled, ConfigError, RefusedError, UsageError
+from racf_vm.core.files import read_capped
+from racf_vm.guest import channels, contextualize
+from racf_vm.images import catalog, imageheader, locks, sync
+from racf_vm.job import plan as planner
+from racf_vm.job import sizing, workspace
+from racf_vm.job.supervise import Supervisor
+from racf_vm.trust import pathtrust, privsep, selfcheck, starter
+from racf_vm.vm import accel, disks, domain, domain_xml
+
+log = logging.getLogger(__name__)
+
+MAX_RUNNER_BYTES = 1 << 20
+
+
+class JobRun:
+    def __init__(self, *, config_path: str, caller: privsep.Caller, user_args):
+        self.config_path = config_path
+        self.caller = caller
+        self.user_args = list(user_args)
+        self.config = None
+        self.request: Optional[JobRequest] = None
+        self.verbose = False
+        self.terminated = False
+        self.conn = None
+        self._chans = None
+        self._qemu_exited = False
+        self._stack = contextlib.ExitStack()  # everything the job holds, released in reverse
+        self.started_at = time.monotonic()
+
+    # -- set-up -----------------------------------------------------------------
+    def load_trusted_state(self) -> None:
+        """Runtime and config trust, then the parent check: before any user input is parsed."""
+        selfcheck.check_runtime_trust(self.config_path)
+        self.config = config_mod.load_config(self.config_path)
+        logsetup.set_level(self.config.log_level)
+        starter.check_parent(self.config.parent.starter)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.terminated = True
+        if self._chans is not None:
+            self._chans.interrupt()
+
+    def _check_cancelled(self) -> None:
+        if self.terminated:
+            raise Cancelled()
+
+    # -- the job ------------------------------------------------------------------
+    def run(self, env_blob: bytes) -> int:
+        plan = planner.plan_job(self._gather(env_blob))
+        self._check_cancelled()
+        return self._execute(plan)
+
+    def _gather(self, env_blob: bytes) -> planner.PlanInputs:
+        """Read, validate and measure everything the plan depends on (and hold the image)."""
+        cfg = self.config
+        if self.caller.uid < cfg.limits.min_uid:
+            raise RefusedError(
+                f"jobs of uid {self.caller.uid} may not boot VMs (site minimum is {cfg.limits.min_uid})"
+            )
+        try:
+            user = pwd.getpwuid(self.caller.uid).pw_name
+        except KeyError:
+            raise RefusedError(f"uid {self.caller.uid} has no passwd entry on this node") from None
+        raw = privsep.call_as_user(
+            self.caller, intake.build_request_json, self.user_args, env_blob.decode("latin-1"),
+            self.caller.uid, self.caller.gid, user, cfg.limits, timeout=60,
+        )
+        self.request = req = JobRequest.from_json(raw, cfg.limits)
+        pathtrust.check_trusted_file(cfg.paths.runner)  # refuse before any state exists
+        runner = read_capped(cfg.paths.runner, MAX_RUNNER_BYTES, "the guest runner",
+                             error=ConfigError, follow_symlinks=True, root_only=True)
+        image = self._lookup_image(req.image)
+        sync.ensure_image(image, cfg)
+        self._stack.enter_context(locks.hold_image(image.path))
+        base = imageheader.validate_base_image(image.path, image.format)
+        for boot_file in (image.boot.kernel, image.boot.initrd):
+            if boot_file:
+                pathtrust.check_trusted_file(boot_file)
+        return planner.PlanInputs(
+            request=req, image=image, base=base, slot=sizing.read_slot(), config=cfg,
+            accel=accel.choose_accel(cfg.libvirt.accel, cfg.paths.state_dir, cfg.libvirt.emulator),
+            owner=jobtag.self_owner(),
+            qemu_uid=pwd.getpwnam(cfg.libvirt.qemu_user).pw_uid,
+            qemu_gid=grp.getgrnam(cfg.libvirt.qemu_group).gr_gid,
+            runner=runner,
+        )
+
+    def _lookup_image(self, name: str):
+        cat = catalog.load_catalog(self.config.paths.catalog_dir, check_trust=pathtrust.check_trusted_file)
+        entry = cat.lookup(name)
+        pathtrust.check_trusted_file(entry.path)
+        if entry.checksum_is_placeholder:
+            raise ConfigError(
+                f"image '{name}': the catalog still has the example placeholder sha256; "
+                "ask your administrator to put the image's real checksum in the catalog"
+            )
+        return entry
+
+    def _execute(self, plan: planner.JobPlan) -> int:
+        cfg, t = self.config, plan.timeouts
+        log.info("VM size: %d CPUs, %d MiB", plan.size.cpus, plan.size.memory_mib)
+        workspace.make_job_dir(cfg.paths.state_dir, plan.tag)
+        self._stack.callback(workspace.remove_job_dir, plan.job_dir)
+        self._collect_input(plan)
+        self._check_cancelled()
+        root = plan.root_disk
+        disks.create_overlay(plan.job_dir, plan.base.path, plan.base.format,
+                             plan.domain.qemu_uid, plan.domain.qemu_gid)
+        workspace.ensure_private_dir(plan.guestfs.cachedir)
+        contextualize.contextualize(
+            root.path, plan.context_filesystem, plan.context, plan.guestfs,
+            timeout=t.contextualize, cancelled=lambda: self.terminated,
+        )
+        os.unlink(plan.input_tar)  # it now lives in the overlay
+        self._check_cancelled()
+        self.conn = domain.open_connection(cfg.libvirt.uri, t.libvirt_connect)
+        self._stack.callback(self._close_connection)
+        if plan.network == "untrusted":
+            import netpolicy
+
+            lease = self._stack.enter_context(netpolicy.untrusted_lease(self.conn, cfg, plan.tag))
+            plan = plan.with_mac(lease.mac)
+        self._check_cancelled()
+        imageheader.recheck_base_image(plan.base)  # QEMU must get the very file we validated
+        return self._boot_and_wait(plan)
+
+    def _collect_input(self, plan: planner.JobPlan) -> None:
+        """Tar the sandbox as the user into a root-owned file the guest will receive."""
+        fd = os.open(plan.input_tar, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            privsep.call_as_user(
+                self.caller, sandbox.write_input_tar, self.request.workdir,
+                stream_to=out, stream_limit=self.config.limits.max_input_bytes,
+                timeout=plan.timeouts.contextualize, what="job's input files",
+            )
+
+    # -- the guest ----------------------------------------------------------------
+    def _boot_and_wait(self, plan: planner.JobPlan) -> int:
+        dom = domain.start_domain(self.conn, domain_xml.build_domain_xml(plan.domain))
+        self._stack.callback(self._destroy_unless_exited, dom)
+        log.info("domain %s started %.2fs after exec", plan.domain.name, time.monotonic() - self.started_at)
+        fd = os.open(plan.output_tar, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w+b") as spool:
+            chans = channels.GuestChannels(domain.channel_socket_paths(dom),
+                                           max_output_bytes=self.config.limits.max_output_bytes)
+            self._chans = chans
+            try:
+                chans.connect(timeout=plan.timeouts.libvirt_connect)
+                outcome = Supervisor(dom, chans, spool, plan.timeouts, exec_time=self.started_at,
+                                     terminated=lambda: self.terminated).run()
+            finally:
+                self._chans = None
+                chans.close()
+            self._qemu_exited = True
+            log.info("guest gone %.2fs after exec", time.monotonic() - self.started_at)
+            if outcome.output_overflow:
+                raise UsageError(
+                    f"the job's output files exceed the site limit of {self.config.limits.max_output_bytes} bytes"
+                )
+            if outcome.output_bytes:
+                self._return_output(spool, plan)
+        return outcome.exit_status
+
+    def _return_output(self, spool, plan: planner.JobPlan) -> None:
+        spool.flush()
+        spool.seek(0)
+        counts = privsep.call_as_user(
+            self.caller, sandbox.extract_output_tar, self.request.workdir,
+            pass_file=spool, timeout=plan.timeouts.contextualize, what="job's output files",
+        )
+        if counts["failed"]:
+            log.warning("%d output file(s) could not be written back to the sandbox (first: %s)",
+                        counts["failed"], counts["first_failure"])
+
+    # -- teardown -----------------------------------------------------------------
+    def _destroy_unless_exited(self, dom) -> None:
+        # Once QEMU has exited, libvirt's own bookkeeping takes ~1.5 s more; closing our
+        # connection lets autodestroy finish it without making the job wait.
+        if not self._qemu_exited:
+            domain.destroy(dom)
+
+    def _close_connection(self) -> None:
+        domain.close_connection(self.conn)
+        self.conn = None
+
+    def cleanup(self) -> None:
+        """Release everything this job holds, newest first. Safe to call more than once."""
+        try:
+            self._stack.close()
+        finally:
+            log.info("teardown done %.2fs after exec", time.monotonic() - self.started_at)

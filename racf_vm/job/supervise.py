@@ -1,0 +1,160 @@
+"""The guest's lifetime, from boot to gone: forward its output, watch its status, enforce
+every time limit, and stop it when HTCondor asks.
+
+Every wait is bounded by the site's [timeouts]: ``boot`` until the runner reports
+``started``, ``job`` while the command runs, ``poweroff`` for the output archive after the
+command's end, ``shutdown_grace`` after SIGTERM, ``after_destroy`` for a destroyed VM to go.
+Once the job has ended and its output archive is complete, the guest is destroyed rather
+than waited for: its disk is thrown away, so its power-off buys nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Optional
+
+from racf_vm.condor.sandbox import archive_complete
+from racf_vm.config import TimeoutsConfig
+from racf_vm.core.errors import Cancelled, TemporaryError
+from racf_vm.guest.channels import GuestChannels, PumpResult
+from racf_vm.guest.protocol import StatusLine
+from racf_vm.vm import domain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GuestOutcome:
+    exit_status: int
+    output_bytes: int
+    output_overflow: bool
+
+
+class GuestState:
+    """What the runner reported on the status channel."""
+
+    def __init__(self, exec_time: float, on_end: Callable[[], None]):
+        self.exec_time = exec_time
+        self._on_end = on_end  # wakes the pump so the host can stop waiting early
+        self.started_at: Optional[float] = None
+        self.ended_at: Optional[float] = None
+        self.exit_status: Optional[int] = None
+        self.error: Optional[str] = None
+
+    def on_status(self, line: StatusLine) -> None:
+        now = time.monotonic()
+        if line.kind == "started" and self.started_at is None:
+            self.started_at = now
+            log.info("guest command started %.2fs after exec", now - self.exec_time)
+        elif line.kind == "exit" and self.ended_at is None:
+            self.exit_status, self.ended_at = line.code, now
+            log.info("guest command exited with %d, %.2fs after exec", line.code, now - self.exec_time)
+            self._on_end()
+        elif line.kind == "error" and self.ended_at is None:
+            self.error, self.ended_at = line.text, now
+            self._on_end()
+        elif line.kind == "invalid":
+            log.warning("ignoring an invalid status line from the guest: %r", line.text)
+
+
+def fd_writer(fd: int) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        try:
+            while data:
+                n = os.write(fd, data)
+                data = data[n:]
+        except OSError:  # the job's stdout went away: keep the job running regardless
+            pass
+
+    return write
+
+
+def output_complete(spool: BinaryIO) -> bool:
+    spool.flush()
+    position = spool.tell()
+    try:
+        return archive_complete(spool)
+    finally:
+        spool.seek(position)
+
+
+class Supervisor:
+    """Runs one guest to its end on its connected channels."""
+
+    def __init__(self, dom, chans: GuestChannels, spool: BinaryIO, timeouts: TimeoutsConfig, *,
+                 exec_time: float, terminated: Callable[[], bool]):
+        self.dom = dom
+        self.chans = chans
+        self.spool = spool
+        self.t = timeouts
+        self.terminated = terminated
+        self.state = GuestState(exec_time, on_end=chans.interrupt)
+        self._out, self._err = fd_writer(1), fd_writer(2)
+
+    def _pump(self, deadline: float) -> PumpResult:
+        return self.chans.pump(deadline, self._out, self._err, self.spool, self.state.on_status)
+
+    def _destroy(self) -> float:
+        domain.destroy(self.dom)
+        return time.monotonic()
+
+    def run(self) -> GuestOutcome:
+        """Until the guest is gone; then its exit status (TemporaryError if it never said)."""
+        result = self._until_gone()
+        if self.terminated():
+            raise Cancelled()
+        state = self.state
+        if state.error is not None:
+            raise TemporaryError(f"the guest could not run the job: {state.error}")
+        if state.exit_status is None:
+            raise TemporaryError("the guest stopped without reporting the job's exit status")
+        return GuestOutcome(state.exit_status, result.output_bytes, result.output_overflow)
+
+    def _until_gone(self) -> PumpResult:
+        t, state = self.t, self.state
+        deadline = time.monotonic() + t.boot
+        destroyed_at = drain_until = None
+        while True:
+            result = self._pump(deadline)
+            if result.reason == "eof":
+                return result
+            if self.terminated():
+                return self._stop()
+            now = time.monotonic()
+            if destroyed_at is not None:
+                if now >= destroyed_at + t.after_destroy:
+                    raise TemporaryError("the virtual machine did not go away after being destroyed")
+                deadline = destroyed_at + t.after_destroy
+            elif drain_until is not None:
+                if now >= drain_until:
+                    destroyed_at = self._destroy()
+                deadline = drain_until if now < drain_until else now + t.after_destroy
+            elif state.ended_at is not None:
+                if state.error is not None or output_complete(self.spool):
+                    drain_until = deadline = now + t.drain
+                elif now >= state.ended_at + t.poweroff:
+                    log.warning("the job's output did not arrive within %gs of its end", t.poweroff)
+                    destroyed_at = self._destroy()
+                    deadline = now + t.after_destroy
+                else:
+                    deadline = min(now + t.end_poll, state.ended_at + t.poweroff)
+            elif state.started_at is not None:
+                deadline = state.started_at + t.job
+                if now >= deadline:
+                    self._destroy()
+                    raise TemporaryError(f"the job ran longer than the site limit of {t.job:g}s")
+            elif now >= deadline:
+                self._destroy()
+                raise TemporaryError(f"the guest did not start the job within {t.boot:g}s")
+
+    def _stop(self) -> PumpResult:
+        grace = self.t.shutdown_grace
+        log.warning("asked to stop: shutting the guest down (grace %gs)", grace)
+        domain.request_shutdown(self.dom)
+        result = self._pump(time.monotonic() + grace)
+        if result.reason != "eof":
+            domain.destroy(self.dom)
+        return result

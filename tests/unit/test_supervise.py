@@ -1,0 +1,126 @@
+"""racf_vm.job.supervise: the guest's lifetime as a state machine, driven by a scripted
+guest (the real channels and libvirt are exercised by the integration and e2e suites)."""
+
+import io
+import tarfile
+import time
+
+import pytest
+
+from racf_vm.config import TimeoutsConfig
+from racf_vm.core.errors import Cancelled, TemporaryError
+from racf_vm.guest.channels import PumpResult
+from racf_vm.guest.protocol import StatusLine
+from racf_vm.job import supervise
+
+FAST = TimeoutsConfig(boot=0.3, job=0.5, poweroff=0.3, shutdown_grace=0.2, after_destroy=0.3,
+                      drain=0.02, end_poll=0.01)
+
+
+def _tar() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("out.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    return buf.getvalue()
+
+
+class FakeGuest:
+    """Plays the guest: ``script`` holds what it does at each pump call, in order:
+    ("status", line) | ("output", bytes) | ("wait",) until the deadline | ("eof",) once
+    destroyed or powered off."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.destroyed = self.shutdown_requested = False
+        self.output = 0
+
+    def interrupt(self):
+        pass
+
+    def pump(self, deadline, on_out, on_err, sink, on_status):
+        while self.script:
+            step = self.script.pop(0)
+            if step[0] == "status":
+                on_status(StatusLine(*step[1:]))
+                return PumpResult("interrupted", self.output, False)
+            if step[0] == "output":
+                sink.write(step[1])
+                self.output += len(step[1])
+            if step[0] == "wait":
+                time.sleep(max(0.0, deadline - time.monotonic()))
+                return PumpResult("deadline", self.output, False)
+        if self.destroyed or self.shutdown_requested:
+            return PumpResult("eof", self.output, False)
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        return PumpResult("deadline", self.output, False)
+
+
+@pytest.fixture
+def fake_domain(monkeypatch):
+    guests = {}
+
+    def destroy(dom):
+        guests["g"].destroyed = True
+
+    def shutdown(dom):
+        guests["g"].shutdown_requested = True
+
+    monkeypatch.setattr(supervise.domain, "destroy", destroy)
+    monkeypatch.setattr(supervise.domain, "request_shutdown", shutdown)
+    return guests
+
+
+def _run(guests, script, terminated=lambda: False):
+    guest = guests["g"] = FakeGuest(script)
+    spool = io.BytesIO()
+    sup = supervise.Supervisor("dom", guest, spool, FAST, exec_time=time.monotonic(), terminated=terminated)
+    return sup, guest, spool
+
+
+def test_exit_status_passes_through_and_the_guest_is_destroyed_once_output_is_complete(fake_domain):
+    sup, guest, spool = _run(fake_domain, [("status", "started"), ("output", _tar()), ("status", "exit", 3)])
+    outcome = sup.run()
+    assert (outcome.exit_status, outcome.output_bytes) == (3, len(_tar()))
+    assert guest.destroyed  # not waited for: its disk is thrown away anyway
+
+
+def test_incomplete_output_waits_for_poweroff_then_destroys(fake_domain):
+    sup, guest, _ = _run(fake_domain, [("status", "started"), ("output", _tar()[:600]), ("status", "exit", 0)])
+    started = time.monotonic()
+    assert sup.run().exit_status == 0
+    assert guest.destroyed and time.monotonic() - started >= FAST.poweroff
+
+
+def test_a_guest_that_never_starts_the_job(fake_domain):
+    sup, guest, _ = _run(fake_domain, [])
+    with pytest.raises(TemporaryError, match="did not start the job within 0.3s"):
+        sup.run()
+    assert guest.destroyed
+
+
+def test_the_site_time_limit(fake_domain):
+    sup, guest, _ = _run(fake_domain, [("status", "started")])
+    with pytest.raises(TemporaryError, match="longer than the site limit of 0.5s"):
+        sup.run()
+    assert guest.destroyed
+
+
+def test_runner_errors_and_silent_ends_are_temporary(fake_domain):
+    sup, _, _ = _run(fake_domain, [("status", "started"), ("status", "error", "", "no such user")])
+    with pytest.raises(TemporaryError, match="could not run the job: no such user"):
+        sup.run()
+
+
+def test_sigterm_asks_for_a_shutdown_then_stops(fake_domain):
+    calls = {"n": 0}
+
+    def terminated():
+        calls["n"] += 1
+        return calls["n"] > 1
+
+    sup, guest, _ = _run(fake_domain, [("status", "started"), ("wait",)], terminated)
+    with pytest.raises(Cancelled):
+        sup.run()
+    assert guest.shutdown_requested
