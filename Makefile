@@ -6,6 +6,7 @@ VENV ?= /opt/racf-vm/venv
 SYSCONFDIR ?= /etc/racf-vm
 STATEDIR ?= /var/lib/racf-vm
 SHIM_PATH ?= /usr/local/racf/vm
+PREP_USER ?= racf-prep
 PY := $(VENV)/bin/python
 
 # The test copy of the shim and the starter stand-in (root-owned, outside the repo).
@@ -54,7 +55,12 @@ install: build
 	test -e $(DESTDIR)$(SYSCONFDIR)/racf-vm.toml || \
 		install -o root -g root -m 0644 etc/racf-vm.toml $(DESTDIR)$(SYSCONFDIR)/racf-vm.toml
 	install -d -o root -g root -m 0711 $(DESTDIR)$(STATEDIR) $(DESTDIR)$(STATEDIR)/jobs
-	install -d -o root -g root -m 0755 $(DESTDIR)$(STATEDIR)/images
+	install -d -o root -g root -m 0755 $(DESTDIR)$(STATEDIR)/images $(DESTDIR)$(STATEDIR)/prepared
+	@# the unprivileged account that prepares images with libguestfs ([guestfs] user)
+	@if [ -z "$(DESTDIR)" ] && ! getent passwd $(PREP_USER) >/dev/null; then \
+		/usr/sbin/useradd --system --user-group --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin --comment "racf-vm image preparation" $(PREP_USER); \
+	fi
 
 uninstall:
 	rm -f $(DESTDIR)$(SHIM_PATH) $(DESTDIR)$(PREFIX)/sbin/racf-vm

@@ -1,8 +1,10 @@
 #!/bin/sh
-# racf-vm guest runner (see docs/ARCHITECTURE.md, "Guest context layout" and "Guest channels").
-# Runs as root at boot from /etc/rc.local. POSIX sh; works with busybox and with Debian.
-# Everything under /racf/job is user data: it is only ever passed as separate arguments,
-# never evaluated and never placed inside a script string.
+# racf-vm guest runner (see docs/ARCHITECTURE.md, "The job's context disk" and "Guest channels").
+# Installed once per image by racf-vm's image preparation; runs as root at boot from
+# /etc/rc.local or racf-runner.service. POSIX sh; works with busybox and with Debian.
+# The job's context arrives on its own read-only disk (serial racf-context): a tar stream
+# read with tar, never mounted. Everything in it is user data: it is only ever passed as
+# separate arguments, never evaluated and never placed inside a script string.
 
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -58,6 +60,16 @@ done
 exec 9>"$P_STATUS" || { echo "racf-runner: cannot open status port" >&2; halt; }
 
 # -- job description -----------------------------------------------------------------------
+# The context disk: the virtio disk whose serial is racf-context (no udev: read /sys).
+CTX=
+for b in /sys/block/vd*; do
+    [ "$(cat "$b/serial" 2>/dev/null)" = racf-context ] && CTX=/dev/${b##*/}
+done
+[ -n "$CTX" ] && [ -b "$CTX" ] || fail "no context disk"
+rm -rf /racf/job && mkdir -m 0700 /racf/job || fail "cannot make /racf/job"
+# the control archive at the start of the disk (written by the wrapper itself, as root)
+tar -x -f "$CTX" -C /racf 2>/dev/null || fail "cannot read the context disk"
+
 readline() { # readline FILE -> $v (file content without trailing newlines)
     [ -f "$J/$1" ] || fail "missing $1"
     v=$(cat "$J/$1") || fail "cannot read $1"
@@ -118,10 +130,15 @@ fi
 mkdir -p "$wd" || fail "cannot create workdir"
 chown "$uid:$gid" "$wd" && chmod 0700 "$wd" || fail "cannot set up workdir"
 
-if [ -f "$J/input.tar" ]; then
-    # root opens the archive; tar runs as the user and reads it from stdin
-    (cd "$wd" && as_user tar -xf -) <"$J/input.tar" >/dev/null 2>&1 9>&- \
-        || fail "cannot extract input.tar"
+readline input_offset; off=$v
+case $off in ''|*[!0-9]*) fail "bad input offset" ;; esac
+off=$(expr "$off" + 0) || off=0
+if [ "$off" -gt 0 ]; then
+    [ $((off % 4096)) -eq 0 ] || fail "bad input offset"
+    # root reads the disk; tar runs as the user and reads the input archive from a pipe
+    dd if="$CTX" bs=4096 skip=$((off / 4096)) 2>/dev/null 9>&- \
+        | (cd "$wd" && as_user tar -xf -) >/dev/null 2>&1 9>&- \
+        || fail "cannot extract the input files"
 fi
 
 # -- command line and environment -----------------------------------------------------------

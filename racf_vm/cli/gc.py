@@ -6,7 +6,7 @@ import click
 @click.command("gc")
 @click.pass_obj
 def gc_command(obj):
-    """Remove domains and job directories whose wrapper is gone."""
+    """Remove domains and job directories whose wrapper is gone, and unneeded prepared layers."""
     from racf_vm.job import gc as gc_mod
     from racf_vm.vm import domain
 
@@ -19,6 +19,7 @@ def gc_command(obj):
     net = report.net
     click.echo(
         f"removed {len(report.domains)} domain(s), {len(report.job_dirs)} job dir(s), "
-        f"{len(net.rules)} job rule set(s), {len(net.reservations)} reservation(s); "
+        f"{len(net.rules)} job rule set(s), {len(net.reservations)} reservation(s), "
+        f"{len(report.layers)} prepared layer(s); "
         f"{len(report.kept) + len(net.kept)} still in use"
     )

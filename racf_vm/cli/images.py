@@ -1,13 +1,15 @@
-"""``racf-vm images publish|sync``: the administrator's side of image distribution.
+"""``racf-vm images publish|sync|prepare``: the administrator's side of image distribution.
 
 Add to the main CLI with ``cli.add_command(images_group)``.
 """
 
+import os
 import sys
 from typing import Optional
 
 import click
 
+from racf_vm.core.errors import RacfError, TemporaryError
 from racf_vm.images.codecs import CODECS
 from racf_vm.images.fetch import Progress
 
@@ -76,3 +78,39 @@ def sync_cmd(obj, source_url, cache_dir):
     busy = f", {len(report.busy)} withdrawn but in use" if report.busy else ""
     click.echo(f"images: {len(report.fetched)} fetched, {len(report.verified)} verified, "
                f"{len(report.removed)} removed, {report.unchanged} unchanged{busy}")
+    # a job must never be the first to need a preparation it could have been spared
+    if _prepare_images(obj.config):
+        raise TemporaryError("some images could not be prepared (see above); jobs will try again")
+
+
+@images_group.command("prepare")
+@click.argument("names", nargs=-1)
+@click.pass_obj
+def prepare_cmd(obj, names):
+    """Prepare catalog images for jobs (all whose base is in the cache, or NAMES)."""
+    failures = _prepare_images(obj.config, names)
+    if failures:
+        raise TemporaryError(f"{failures} image(s) could not be prepared")
+
+
+def _prepare_images(cfg, names=()) -> int:
+    """Prepare the named images (or every one whose base file is here); one line each."""
+    from racf_vm.guest.install import read_runner
+    from racf_vm.images import catalog, imageheader, prepare
+    from racf_vm.trust import pathtrust
+    from racf_vm.vm import accel
+
+    cat = catalog.load_catalog(cfg.paths.catalog_dir, check_trust=pathtrust.check_trusted_file)
+    entries = [cat.lookup(n) for n in names] if names else [cat[n] for n in cat if os.path.exists(cat[n].path)]
+    runner = read_runner(cfg.paths.runner)
+    kind = accel.choose_accel(cfg.libvirt.accel, cfg.paths.state_dir, cfg.libvirt.emulator)
+    failures = 0
+    for entry in entries:
+        try:
+            base = imageheader.validate_base_image(entry.path, entry.format)
+            layer = prepare.ensure_prepared(entry, base, runner, cfg, kind)
+            click.echo(f"prepared: {entry.name} ({os.path.basename(layer.path)})")
+        except RacfError as exc:
+            click.echo(f"not prepared: {entry.name}: {exc.message}")
+            failures += 1
+    return failures

@@ -50,7 +50,8 @@ class LimitsConfig:
 class TimeoutsConfig:
     """Seconds; every wait racf-vm does is bounded by one of these."""
 
-    contextualize: float = 600.0
+    prepare: float = 900.0  # preparing an image once, or waiting for another's preparation
+    sandbox: float = 600.0  # copying the job's input or output files (as the job's user)
     boot: float = 600.0  # until the guest reports `started`
     job: float = 604800.0
     shutdown_grace: float = 30.0
@@ -92,8 +93,9 @@ class UntrustedNetworkConfig:
 
 @dataclass(frozen=True)
 class GuestfsConfig:
-    """libguestfs settings for contextualization."""
+    """libguestfs settings for preparing images (racf_vm.images.prepare)."""
 
+    user: str = "racf-prep"  # the unprivileged account libguestfs runs as (make install makes it)
     backend: str = "direct"
     memsize_mib: int = 512
 

@@ -78,8 +78,13 @@ def _limits(r: TableReader) -> LimitsConfig:
 
 def _timeouts(r: TableReader) -> TimeoutsConfig:
     d = TimeoutsConfig()
+    if r.has("contextualize"):
+        raise r.fail("contextualize", "no longer used: jobs are not contextualized with libguestfs "
+                                      "any more; set prepare (image preparation) and sandbox "
+                                      "(input/output files) instead")
     return TimeoutsConfig(
-        contextualize=r.seconds("contextualize", d.contextualize),
+        prepare=r.seconds("prepare", d.prepare),
+        sandbox=r.seconds("sandbox", d.sandbox),
         boot=r.seconds("boot", d.boot),
         job=r.seconds("job", d.job),
         shutdown_grace=r.seconds("shutdown_grace", d.shutdown_grace),
@@ -131,7 +136,8 @@ def _untrusted_network(r: TableReader) -> UntrustedNetworkConfig:
 def _guestfs(r: TableReader) -> GuestfsConfig:
     d = GuestfsConfig()
     return GuestfsConfig(
-        backend=r.string("backend", d.backend, pattern=r"[a-z]+(:[^\s]+)?", allow_empty=False),
+        user=r.string("user", d.user, pattern=_USER_RE, allow_empty=False),
+        backend=r.choice("backend", d.backend, ("direct",)),
         memsize_mib=r.integer("memsize_mib", d.memsize_mib, minimum=128, maximum=2**20),
     )
 

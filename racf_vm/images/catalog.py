@@ -27,6 +27,8 @@ FILESYSTEM_RE = re.compile(
     r"/[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}"
 )
 SHA256_RE = r"[0-9a-f]{64}"
+FSTYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")
+HOOKS = ("rc.local", "systemd")
 # Examples carry this placeholder; code that verifies an image must refuse it.
 PLACEHOLDER_SHA256 = "0" * 64
 MAX_CMDLINE = 1024
@@ -61,9 +63,13 @@ class BootSpec:
 
 @dataclass(frozen=True)
 class ContextSpec:
-    """Where racf_vm.context writes the job into the guest."""
+    """Where racf-vm puts its guest runner when it prepares the image (racf_vm.images.prepare):
+    the device and its filesystem type (both named, never probed) and how the guest starts
+    the runner at boot."""
 
     filesystem: str
+    fstype: str = "ext4"
+    hook: str = "rc.local"  # "rc.local" (busybox init, systemd's rc-local) | "systemd" (a unit)
 
 
 @dataclass(frozen=True)
@@ -130,12 +136,14 @@ def parse_image_entry(data: bytes, source: str) -> ImageEntry:
     if not FILESYSTEM_RE.fullmatch(fs):
         raise ctx_r.fail("filesystem", f"{fs!r} is not a guest device such as /dev/sda, "
                                        "/dev/sda1 or /dev/VG/LV")
+    fstype = ctx_r.choice("fstype", ContextSpec.fstype, FSTYPES)
+    hook = ctx_r.choice("hook", ContextSpec.hook, HOOKS)
     ctx_r.finish()
     top.finish()
     return ImageEntry(
         name=name, trust=trust, path=path, format=fmt, sha256=sha,
         boot=BootSpec(method=method, kernel=kernel, initrd=initrd, cmdline=cmdline),
-        context=ContextSpec(filesystem=fs),
+        context=ContextSpec(filesystem=fs, fstype=fstype, hook=hook),
     )
 
 

@@ -1,8 +1,9 @@
-"""Find and remove what dead wrappers left behind.
+"""Find and remove what dead wrappers left behind, and prepared layers nobody needs.
 
 Judged from the resources themselves: libvirt domains carrying our metadata and job
-directories, whose tags name the owning wrapper (pid + start time). Nothing is read from
-a side file.
+directories, whose tags name the owning wrapper (pid + start time); prepared layers by
+their names (which carry what they were made from) and the base their header names.
+Nothing is read from a side file.
 """
 
 import logging
@@ -13,6 +14,10 @@ from dataclasses import dataclass, field
 import libvirt
 
 from racf_vm.core import jobtag
+from racf_vm.core.errors import RacfError
+from racf_vm.guest import install
+from racf_vm.images import catalog, prepare
+from racf_vm.trust import pathtrust
 from racf_vm.vm import domain
 
 log = logging.getLogger(__name__)
@@ -24,6 +29,7 @@ class GcReport:
     job_dirs: list = field(default_factory=list)
     kept: list = field(default_factory=list)
     net: object = None  # netpolicy.lease.NetGcReport, when the untrusted network was checked
+    layers: list = field(default_factory=list)  # prepared layers removed
 
 
 def collect(conn, state_dir: str, config=None) -> GcReport:
@@ -60,4 +66,19 @@ def collect(conn, state_dir: str, config=None) -> GcReport:
         import netpolicy
 
         report.net = netpolicy.gc_network(conn, config, jobtag.is_alive)
+        current = _current_layers(config)
+        if current is not None:
+            report.layers, in_use = prepare.remove_stale_layers(state_dir, current)
+            report.kept += in_use
     return report
+
+
+def _current_layers(config):
+    """What the catalog needs now; None (remove no layer) when it cannot be read."""
+    try:
+        runner = install.read_runner(config.paths.runner)
+        cat = catalog.load_catalog(config.paths.catalog_dir, check_trust=pathtrust.check_trusted_file)
+    except RacfError as exc:
+        log.warning("prepared layers left alone: %s", exc.message)
+        return None
+    return prepare.current_layers(cat, runner)

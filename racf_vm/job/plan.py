@@ -1,9 +1,9 @@
 """The job plan: every decision about one job, made in one pure function.
 
-``plan_job`` turns what was validated and measured (the request, its catalog entry and
-base image, the slot, the site config, the accelerator) into a ``JobPlan``: the job's tag
-and directory, the VM's size, its disks and NICs (as a DomainSpec), the guest context,
-the network, the timeouts. Nothing here touches the system; racf_vm.job.run carries a
+``plan_job`` turns what was validated and measured (the request, its catalog entry, base
+image and prepared layer, the slot, the site config, the accelerator) into a ``JobPlan``:
+the job's tag and directory, the VM's size, its disks (the overlay on the prepared layer,
+the read-only context disk) and NICs as a DomainSpec, the network, the timeouts. Nothing here touches the system; racf_vm.job.run carries a
 plan out, and unit tests check each decision without root.
 """
 
@@ -18,8 +18,7 @@ from racf_vm.condor.request import JobRequest
 from racf_vm.config import Config, TimeoutsConfig
 from racf_vm.core import jobtag
 from racf_vm.core.errors import InternalError
-from racf_vm.guest.context import GuestEntry, plan_context
-from racf_vm.guest.guestfs import GuestfsSettings
+from racf_vm.guest import contextdisk
 from racf_vm.guest.protocol import CHANNEL_NAMES
 from racf_vm.images.catalog import BootSpec, ImageEntry
 from racf_vm.images.imageheader import BaseImageInfo
@@ -29,9 +28,8 @@ from racf_vm.vm.disks import OVERLAY_NAME
 from racf_vm.vm.domain_xml import Boot, BootloaderBoot, DomainSpec, KernelBoot
 
 Network = Literal["none", "bridge", "untrusted"]
-INPUT_TAR = "input.tar"
+CONTEXT_DISK = "context.img"
 OUTPUT_TAR = "output.tar"
-GUESTFS_DIR = "guestfs"
 
 
 @dataclass(frozen=True)
@@ -39,33 +37,33 @@ class PlanInputs:
     request: JobRequest
     image: ImageEntry
     base: BaseImageInfo
+    layer: BaseImageInfo  # the prepared layer on ``base`` (racf_vm.images.prepare)
     slot: sizing.Slot
     config: Config
     accel: str  # "kvm" | "tcg", from racf_vm.vm.accel
     owner: jobtag.Owner  # this wrapper process
     qemu_uid: int
     qemu_gid: int
-    runner: bytes
 
 
 @dataclass(frozen=True)
 class JobPlan:
     tag: str
     job_dir: str
-    base: BaseImageInfo  # re-checked just before boot
+    chain: tuple[BaseImageInfo, ...]  # layer, base: re-checked just before boot
     size: sizing.VMSize
     network: Network
     domain: DomainSpec  # for "untrusted", its NIC gets its MAC from the lease (with_mac)
-    input_tar: str
     output_tar: str
-    context: tuple[GuestEntry, ...]
-    context_filesystem: str  # where the context goes, as libguestfs names the device
-    guestfs: GuestfsSettings
     timeouts: TimeoutsConfig
 
     @property
     def root_disk(self) -> Disk:
         return self.domain.disks[0]
+
+    @property
+    def context_disk(self) -> Disk:
+        return self.domain.disks[1]
 
     def with_mac(self, mac: str) -> "JobPlan":
         """The plan once the untrusted network reserved ``mac`` for the job."""
@@ -107,25 +105,19 @@ def plan_job(inputs: PlanInputs) -> JobPlan:
     job_dir = os.path.join(cfg.paths.state_dir, workspace.JOBS_DIR, tag)
     root = Disk(role="root", path=os.path.join(job_dir, OVERLAY_NAME), format="qcow2",
                 target=target_name("virtio", 0),
-                backing=(BackingFile(inputs.base.path, inputs.base.format),))
+                backing=(BackingFile(inputs.layer.path, "qcow2"),
+                         BackingFile(inputs.base.path, inputs.base.format)))
+    context = Disk(role="context", path=os.path.join(job_dir, CONTEXT_DISK), format="raw",
+                   target=target_name("virtio", 1), readonly=True, serial=contextdisk.SERIAL)
     network, nics = plan_network(image, cfg)
     domain = DomainSpec(
         name=jobtag.DOMAIN_PREFIX + tag, tag=tag, pid=inputs.owner.pid, start=inputs.owner.start,
         uid=req.uid, domain_type="kvm" if inputs.accel == "kvm" else "qemu",
         memory_mib=size.memory_mib, vcpus=size.cpus, emulator=cfg.libvirt.emulator,
         boot=boot_of(image.boot), qemu_uid=inputs.qemu_uid, qemu_gid=inputs.qemu_gid,
-        disks=(root,), channels=CHANNEL_NAMES, nics=nics, machine=cfg.libvirt.machine,
+        disks=(root, context), channels=CHANNEL_NAMES, nics=nics, machine=cfg.libvirt.machine,
     )
-    input_tar = os.path.join(job_dir, INPUT_TAR)
     return JobPlan(
-        tag=tag, job_dir=job_dir, base=inputs.base, size=size, network=network, domain=domain,
-        input_tar=input_tar, output_tar=os.path.join(job_dir, OUTPUT_TAR),
-        context=plan_context(req, inputs.runner, input_tar),
-        context_filesystem=image.context.filesystem,
-        guestfs=GuestfsSettings(
-            backend=cfg.guestfs.backend, force_tcg=inputs.accel != "kvm",
-            memsize_mib=cfg.guestfs.memsize_mib,
-            cachedir=os.path.join(cfg.paths.state_dir, GUESTFS_DIR),
-        ),
-        timeouts=cfg.timeouts,
+        tag=tag, job_dir=job_dir, chain=(inputs.layer, inputs.base), size=size, network=network,
+        domain=domain, output_tar=os.path.join(job_dir, OUTPUT_TAR), timeouts=cfg.timeouts,
     )

@@ -2,8 +2,8 @@
 
 The decisions are racf_vm.job.plan's; the guest's lifetime is racf_vm.job.supervise's.
 Every resource the job creates is entered into one ExitStack the moment it exists (the
-base image's hold, the job directory, the libvirt connection, the network lease, the
-domain), so ``cleanup`` removes them on every path: success, error, and SIGTERM from
+holds on the base image and its prepared layer, the job directory, the libvirt
+connection, the network lease, the domain), so ``cleanup`` removes them on every path: success, error, and SIGTERM from
 HTCondor. SIGKILL is covered by libvirt's autodestroy and ``racf-vm gc``.
 """
 
@@ -23,9 +23,8 @@ from racf_vm.condor import intake, sandbox
 from racf_vm.condor.request import JobRequest
 from racf_vm.core import jobtag, logsetup
 from racf_vm.core.errors import Cancelled, ConfigError, RefusedError, UsageError
-from racf_vm.core.files import read_capped
-from racf_vm.guest import channels, contextualize
-from racf_vm.images import catalog, imageheader, locks, sync
+from racf_vm.guest import channels, contextdisk, install
+from racf_vm.images import catalog, imageheader, locks, prepare, sync
 from racf_vm.job import plan as planner
 from racf_vm.job import sizing, workspace
 from racf_vm.job.supervise import Supervisor
@@ -34,7 +33,6 @@ from racf_vm.vm import accel, disks, domain, domain_xml
 
 log = logging.getLogger(__name__)
 
-MAX_RUNNER_BYTES = 1 << 20
 
 
 class JobRun:
@@ -92,9 +90,7 @@ class JobRun:
             self.caller.uid, self.caller.gid, user, cfg.limits, timeout=60,
         )
         self.request = req = JobRequest.from_json(raw, cfg.limits)
-        pathtrust.check_trusted_file(cfg.paths.runner)  # refuse before any state exists
-        runner = read_capped(cfg.paths.runner, MAX_RUNNER_BYTES, "the guest runner",
-                             error=ConfigError, follow_symlinks=True, root_only=True)
+        runner = install.read_runner(cfg.paths.runner)  # refuse before any state exists
         image = self._lookup_image(req.image)
         sync.ensure_image(image, cfg)
         self._stack.enter_context(locks.hold_image(image.path))
@@ -102,13 +98,14 @@ class JobRun:
         for boot_file in (image.boot.kernel, image.boot.initrd):
             if boot_file:
                 pathtrust.check_trusted_file(boot_file)
+        kind = accel.choose_accel(cfg.libvirt.accel, cfg.paths.state_dir, cfg.libvirt.emulator)
+        layer = prepare.ensure_prepared(image, base, runner, cfg, kind)
+        self._stack.enter_context(locks.hold_image(layer.path))
         return planner.PlanInputs(
-            request=req, image=image, base=base, slot=sizing.read_slot(), config=cfg,
-            accel=accel.choose_accel(cfg.libvirt.accel, cfg.paths.state_dir, cfg.libvirt.emulator),
-            owner=jobtag.self_owner(),
+            request=req, image=image, base=base, layer=layer, slot=sizing.read_slot(), config=cfg,
+            accel=kind, owner=jobtag.self_owner(),
             qemu_uid=pwd.getpwnam(cfg.libvirt.qemu_user).pw_uid,
             qemu_gid=grp.getgrnam(cfg.libvirt.qemu_group).gr_gid,
-            runner=runner,
         )
 
     def _lookup_image(self, name: str):
@@ -127,18 +124,11 @@ class JobRun:
         log.info("VM size: %d CPUs, %d MiB", plan.size.cpus, plan.size.memory_mib)
         workspace.make_job_dir(cfg.paths.state_dir, plan.tag)
         self._stack.callback(workspace.remove_job_dir, plan.job_dir)
-        self._collect_input(plan)
+        self._write_context_disk(plan)
         self._check_cancelled()
-        root = plan.root_disk
-        disks.create_overlay(plan.job_dir, plan.base.path, plan.base.format,
+        layer = plan.chain[0]
+        disks.create_overlay(plan.job_dir, layer.path, layer.format,
                              plan.domain.qemu_uid, plan.domain.qemu_gid)
-        workspace.ensure_private_dir(plan.guestfs.cachedir)
-        contextualize.contextualize(
-            root.path, plan.context_filesystem, plan.context, plan.guestfs,
-            timeout=t.contextualize, cancelled=lambda: self.terminated,
-        )
-        os.unlink(plan.input_tar)  # it now lives in the overlay
-        self._check_cancelled()
         self.conn = domain.open_connection(cfg.libvirt.uri, t.libvirt_connect)
         self._stack.callback(self._close_connection)
         if plan.network == "untrusted":
@@ -147,18 +137,27 @@ class JobRun:
             lease = self._stack.enter_context(netpolicy.untrusted_lease(self.conn, cfg, plan.tag))
             plan = plan.with_mac(lease.mac)
         self._check_cancelled()
-        imageheader.recheck_base_image(plan.base)  # QEMU must get the very file we validated
+        for image in plan.chain:  # QEMU must get the very files we validated
+            imageheader.recheck_base_image(image)
         return self._boot_and_wait(plan)
 
-    def _collect_input(self, plan: planner.JobPlan) -> None:
-        """Tar the sandbox as the user into a root-owned file the guest will receive."""
-        fd = os.open(plan.input_tar, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            privsep.call_as_user(
-                self.caller, sandbox.write_input_tar, self.request.workdir,
-                stream_to=out, stream_limit=self.config.limits.max_input_bytes,
-                timeout=plan.timeouts.contextualize, what="job's input files",
-            )
+    def _write_context_disk(self, plan: planner.JobPlan) -> None:
+        """The job's context disk: written by root from the validated request, with the
+        sandbox's input files tarred into it by a child running as the job's user."""
+        disk = plan.context_disk
+        fd = os.open(disk.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w+b") as out:
+
+            def write_input(stream) -> None:
+                privsep.call_as_user(
+                    self.caller, sandbox.write_input_tar, self.request.workdir,
+                    stream_to=stream, stream_limit=self.config.limits.max_input_bytes,
+                    timeout=plan.timeouts.sandbox, what="job's input files",
+                )
+
+            contextdisk.write_context_disk(out, self.request, write_input)
+            os.fchown(out.fileno(), plan.domain.qemu_uid, plan.domain.qemu_gid)
+            os.fchmod(out.fileno(), 0o400)
 
     # -- the guest ----------------------------------------------------------------
     def _boot_and_wait(self, plan: planner.JobPlan) -> int:
@@ -192,7 +191,7 @@ class JobRun:
         spool.seek(0)
         counts = privsep.call_as_user(
             self.caller, sandbox.extract_output_tar, self.request.workdir,
-            pass_file=spool, timeout=plan.timeouts.contextualize, what="job's output files",
+            pass_file=spool, timeout=plan.timeouts.sandbox, what="job's output files",
         )
         if counts["failed"]:
             log.warning("%d output file(s) could not be written back to the sandbox (first: %s)",

@@ -27,7 +27,7 @@ PREFIX = "h-"  # catalog names of crafted entries
 @pytest.fixture(scope="session")
 def site():
     started = services.ensure_libvirtd()
-    images = testenv.small_site()
+    images = testenv.small_site(prepare=True)  # snapshots must not see a first preparation
     small = images["busybox"][0]
     if HOSTILE_DIR.exists():
         shutil.rmtree(HOSTILE_DIR)

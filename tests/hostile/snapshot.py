@@ -3,7 +3,7 @@
 Taken before and after a hostile job; the two must be equal. It records:
 - libvirt domains (every name, not only racf-vm-*);
 - the test state tree (/var/lib/racf-vm-test/state): every entry's type, owner, mode
-  (the libguestfs appliance cache under guestfs/ is recorded at its top level only);
+  (the preparation account's libguestfs cache under prepare-home/ at its top level only);
 - the trusted files: test config and catalog, the base images and their boot files, the
   guest runner: owner, mode, size, mtime (a chown or write by libvirt/qemu would show);
 - the firewall: `nft -s list ruleset` and `iptables-save`/`ip6tables-save` without counters;
@@ -165,7 +165,7 @@ class Snapshot:
         return cls(
             domains=_domains(),
             state=_tree(str(testenv.STATE_DIR), with_content=False,
-                        shallow=[str(testenv.STATE_DIR / "guestfs")]),
+                        shallow=[str(testenv.STATE_DIR / "prepare-home")]),
             trusted=_trusted_files(),
             firewall=_firewall(),
             scratch=_scratch_files(exclude),

@@ -222,14 +222,18 @@ def test_hostile_environment_fds_umask_rlimits_signals_args(site, evil):
     modes = found.get("modes", {})
     assert modes, "never saw the job directory"
     for name, (mode, uid) in modes.items():
-        assert mode in ("0o711", "0o700", "0o600"), (name, mode)
+        assert mode in ("0o711", "0o700", "0o600", "0o400"), (name, mode)
     # row 25: the live domain states every disk format; the base is reached via backingStore.
     import xml.etree.ElementTree as ET
 
     disk = ET.fromstring(found["xml"]).find("devices/disk")
     assert disk.find("driver").get("type") == "qcow2"
-    backing = disk.find("backingStore")
-    assert backing.get("type") == "file" and backing.find("format").get("type") == "qcow2"
+    layer = disk.find("backingStore")  # the prepared layer, then the base below it
+    assert layer.get("type") == "file" and layer.find("format").get("type") == "qcow2"
+    base = layer.find("backingStore")
+    assert base.find("format").get("type") == "qcow2" and base.find("backingStore") is not None
+    context = ET.fromstring(found["xml"]).findall("devices/disk")[1]
+    assert context.find("driver").get("type") == "raw" and context.find("readonly") is not None
 
 
 def test_row27_sandbox_symlink_swap_and_hardlink(site, evil):
@@ -278,8 +282,9 @@ def test_row27_sandbox_symlink_swap_and_hardlink(site, evil):
 
 
 def test_row40_hostile_guest_filesystem(site):
-    """A catalog image whose filesystem is garbage: libguestfs fails in bounded time, the
-    job is requeued (75 + .job_wrapper_failure), nothing is left behind."""
+    """A catalog image whose filesystem is garbage: its preparation (libguestfs, as the
+    unprivileged account) fails in bounded time, the job is requeued (75 +
+    .job_wrapper_failure), and no layer or staging file is left behind."""
     disk = HOSTILE_DIR / "corrupt.qcow2"
     raw = HOSTILE_DIR / "corrupt.raw"
     with open(raw, "wb") as f:
@@ -296,9 +301,11 @@ def test_row40_hostile_guest_filesystem(site):
         result = run(wrapper_args=["-i", "h-corrupt"], keep_sandbox=True)
     seconds = time.monotonic() - started
     try:
-        assert_refused(result, 75, "libguestfs")
+        assert_refused(result, 75, "preparing image h-corrupt failed")
         note = result.sandbox / ".job_wrapper_failure"
-        assert note.stat().st_uid == JOB_UID and "libguestfs" in note.read_text()
+        assert note.stat().st_uid == JOB_UID and "preparing image h-corrupt failed" in note.read_text()
+        prepared = testenv.STATE_DIR / "prepared"
+        assert not list(prepared.glob("h-corrupt-*")) and not list((prepared / ".staging").iterdir())
         assert seconds < 240, seconds
     finally:
         if result.sandbox:

@@ -7,9 +7,11 @@ The floor for benchmarks and the harness for the guest runner tests:
     res = run_job(image_dir, ctx)
     res.stdout, res.stderr, res.output (tar bytes), res.status_lines, res.timings
 
-The context is written into a qcow2 overlay with python guestfs exactly as
-docs/ARCHITECTURE.md ("Guest context layout") lays it out; the four guest channels are
-virtio-serial ports whose host ends are unix sockets this module listens on.
+Exactly what a job gets, without libvirt and without the wrapper's checks: the image is
+prepared by the product itself (racf_vm.images.prepare: the runner and its hook in a layer
+on the base, made once), the job's overlay sits on that layer, and the context disk is
+written by the product's own writer (racf_vm.guest.contextdisk). The four guest channels
+are virtio-serial ports whose host ends are unix sockets this module listens on.
 """
 import dataclasses
 import os
@@ -19,11 +21,13 @@ import tempfile
 import threading
 import time
 import tomllib
+from types import SimpleNamespace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNNER = os.path.join(HERE, "..", "..", "images.d", "guest", "runner.sh")
 CHANNELS = ("stdout", "stderr", "output", "status")
 QEMU = "qemu-system-x86_64"
+STATE = "/var/lib/racf-vm-test/direct"  # prepared layers of the test images (root-owned)
 
 
 @dataclasses.dataclass
@@ -36,8 +40,6 @@ class Context:
     env: list = dataclasses.field(default_factory=list)   # of b"NAME=value"
     input_tar: bytes = None
     runner: str = RUNNER
-    # raw overrides for hostile-input tests: file name under /racf/job -> bytes
-    raw: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -69,53 +71,42 @@ def load_image(image_dir):
     return meta
 
 
-def _b(x):
-    return x if isinstance(x, bytes) else x.encode()
+def _text(x):
+    return x.decode() if isinstance(x, bytes) else x
 
 
-def write_context(overlay, root_device, ctx):
-    """Write the job context into the overlay with libguestfs (direct backend, TCG)."""
-    import guestfs
-    g = guestfs.GuestFS(python_return_dict=True)
-    try:
-        g.set_backend("direct")
-        g.set_backend_settings(["force_tcg"])
-        g.add_drive_opts(overlay, format="qcow2", readonly=False)
-        g.launch()
-        g.mount(root_device, "/")
+def prepared_layer(meta, runner: bytes) -> str:
+    """The product's prepared layer for this test image (made on first use)."""
+    from racf_vm.config import parse_config
+    from racf_vm.images.catalog import BootSpec, ContextSpec, ImageEntry
+    from racf_vm.images.imageheader import validate_base_image
+    from racf_vm.images.prepare import ensure_prepared
 
-        def put(path, data, mode):
-            g.write(path, _b(data))
-            g.chown(0, 0, path)
-            g.chmod(mode, path)
+    os.makedirs(STATE, mode=0o711, exist_ok=True)
+    disk = os.path.join(meta["dir"], meta["disk"])
+    hook = "systemd" if meta.get("init") == "systemd" else "rc.local"
+    entry = ImageEntry(name=meta["name"], trust="trusted", path=disk, format=meta["format"],
+                       sha256=meta["sha256"], boot=BootSpec("bootloader"),
+                       context=ContextSpec(meta["root_device"], "ext4", hook))
+    config = parse_config(f'[paths]\nstate_dir = "{STATE}"\n'.encode(), "qemu_direct")
+    base = validate_base_image(disk, meta["format"])
+    return ensure_prepared(entry, base, runner, config, "tcg").path
 
-        def mkdir(path, mode):
-            if not g.is_dir(path):
-                g.mkdir(path)
-            g.chown(0, 0, path)
-            g.chmod(mode, path)
 
-        put("/etc/rc.local", b"#!/bin/sh\nexec /racf/runner.sh\n", 0o755)
-        mkdir("/racf", 0o700)
-        with open(ctx.runner, "rb") as f:
-            put("/racf/runner.sh", f.read(), 0o700)
-        for d in ("/racf/job", "/racf/job/argv", "/racf/job/env"):
-            mkdir(d, 0o700)
-        files = {"uid": f"{ctx.uid}\n", "gid": f"{ctx.gid}\n", "user": f"{ctx.user}\n",
-                 "workdir": f"{ctx.workdir}\n"}
-        for i, a in enumerate(ctx.argv):
-            files[f"argv/{i:04d}"] = a
-        for i, e in enumerate(ctx.env):
-            files[f"env/{i:04d}"] = e
-        if ctx.input_tar is not None:
-            files["input.tar"] = ctx.input_tar
-        files.update(ctx.raw)
-        for name, data in files.items():
-            put("/racf/job/" + name, data, 0o600)
-        g.umount_all()
-        g.shutdown()
-    finally:
-        g.close()
+def write_context(path, ctx):
+    """The job's context disk, written by the product's writer."""
+    from racf_vm.guest.contextdisk import write_context_disk
+
+    env = []
+    for e in ctx.env:
+        name, _, value = _text(e).partition("=")
+        env.append((name, value))
+    request = SimpleNamespace(uid=ctx.uid, gid=ctx.gid, user=ctx.user, workdir=ctx.workdir,
+                              command=_text(ctx.argv[0]), args=tuple(_text(a) for a in ctx.argv[1:]),
+                              env=tuple(env))
+    write_input = None if ctx.input_tar is None else (lambda out: out.write(ctx.input_tar))
+    with open(path, "w+b") as f:
+        write_context_disk(f, request, write_input)
 
 
 class _Listener:
@@ -150,7 +141,7 @@ class _Listener:
         self.sock.close()
 
 
-def qemu_command(meta, overlay, sockets, console_log, memory_mb=512, cpus=1):
+def qemu_command(meta, overlay, context, sockets, console_log, memory_mb=512, cpus=1):
     d = meta["dir"]
     cmd = [QEMU, "-accel", "tcg", "-machine", meta.get("machine", "pc"),
            "-m", str(memory_mb), "-smp", str(cpus),
@@ -158,7 +149,11 @@ def qemu_command(meta, overlay, sockets, console_log, memory_mb=512, cpus=1):
            "-kernel", os.path.join(d, meta["kernel"]),
            "-initrd", os.path.join(d, meta["initrd"]),
            "-append", meta["cmdline"],
-           "-drive", f"file={overlay},format=qcow2,if=virtio,cache=unsafe",
+           # root first on the PCI bus, as libvirt orders them: the guest calls it vda
+           "-drive", f"file={overlay},format=qcow2,if=none,id=root,cache=unsafe",
+           "-device", "virtio-blk-pci,drive=root,addr=0x10",
+           "-drive", f"file={context},format=raw,if=none,id=ctx,readonly=on",
+           "-device", "virtio-blk-pci,drive=ctx,serial=racf-context,addr=0x11",
            "-serial", f"file:{console_log}",
            "-device", "virtio-serial-pci,id=vser0"]
     for i, name in enumerate(CHANNELS):
@@ -175,14 +170,17 @@ def run_job(image_dir, ctx, timeout=300, memory_mb=512, extra_cmdline=""):
         meta["cmdline"] += " " + extra_cmdline
     t = {}
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="racf-qemu-") as tmp:
+    with open(ctx.runner, "rb") as f:
+        layer = prepared_layer(meta, f.read())
+    t["prepare"] = time.monotonic() - t0
+    with tempfile.TemporaryDirectory(prefix="racf-qemu-", dir="/var/tmp") as tmp:
         overlay = os.path.join(tmp, "overlay.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", meta["format"],
-                        "-b", os.path.join(image_dir, meta["disk"]), overlay], check=True)
-        t["overlay"] = time.monotonic() - t0
         t1 = time.monotonic()
-        write_context(overlay, meta["root_device"], ctx)
-        t["context"] = time.monotonic() - t1
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", layer, overlay],
+                       check=True)
+        context = os.path.join(tmp, "context.img")
+        write_context(context, ctx)
+        t["overlay_and_context"] = time.monotonic() - t1
 
         marks = {}
 
@@ -195,7 +193,7 @@ def run_job(image_dir, ctx, timeout=300, memory_mb=512, extra_cmdline=""):
         listeners = {n: _Listener(p, on_status if n == "status" else None)
                      for n, p in sockets.items()}
         console_log = os.path.join(tmp, "console.log")
-        cmd = qemu_command(meta, overlay, sockets, console_log, memory_mb)
+        cmd = qemu_command(meta, overlay, context, sockets, console_log, memory_mb)
         t2 = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)

@@ -1,7 +1,8 @@
 """The guest runner (images.d/guest/runner.sh) inside real guests, booted with bare QEMU (TCG).
 
-Each test writes a context with libguestfs (~12 s under TCG) and boots a guest (~3-5 s for
-the small busybox image, longer for the Debian/systemd one).
+The image is prepared once by the product (runner and hook in a layer, libguestfs as the
+preparation account); each test writes its context disk with the product's own writer and
+boots a guest (~3-5 s for the small busybox image, longer for the Debian/systemd one).
 """
 import io
 import os
@@ -40,13 +41,17 @@ def small_image():
     return build.build("small")
 
 
+HOSTILE_NAMES = ["in/sp ace", "in/new\nline", "in/-leading-dash", "in/\u00fcml\u00e4ut \u4e2d",
+                 "in/'quote\"", "in/$(id)"]
+
+
 def input_tar():
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        data = b"hello input\n"
-        info = tarfile.TarInfo("in/hello.txt")
-        info.size = len(data)
-        t.addfile(info, io.BytesIO(data))
+        for name, data in [("in/hello.txt", b"hello input\n")] + [(n, n.encode()) for n in HOSTILE_NAMES]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -66,6 +71,8 @@ def roundtrip(image_dir):
         assert (out.uid, out.gid) == (UID, UID)
         assert t.extractfile(out).read() == b"data\n"
         assert t.extractfile(members["in/hello.txt"]).read() == b"hello input\n"
+        for name in HOSTILE_NAMES:  # names from the sandbox arrive and come back as they were
+            assert t.extractfile(members[name]).read() == name.encode(), name
         # the job's initial environment is exactly the requested one
         assert t.extractfile(members["env.out"]).read() == b"".join(e + b"\0" for e in ENV)
     return res
@@ -73,6 +80,20 @@ def roundtrip(image_dir):
 
 def test_job_roundtrip_small(small_image):
     roundtrip(small_image)
+
+
+def test_empty_environment_and_many_large_arguments(small_image):
+    args = [b"%04d" % i + b"x" * 4096 for i in range(200)]
+    ctx = qemu_direct.Context(uid=UID, gid=UID, user="racfjob", workdir=WORKDIR, env=[],
+                              argv=[b"/bin/sh", b"-c", b'cat /proc/$$/environ | wc -c; echo $#; '
+                                    b'for a in "$@"; do printf "%s" "$a"; done | md5sum', b"sh"] + args)
+    res = qemu_direct.run_job(small_image, ctx, timeout=120)
+    assert res.status_lines == ["started", "exit 0"], res.console.decode(errors="replace")[-2000:]
+    import hashlib
+
+    lines = res.stdout.decode().split()
+    assert lines[:2] == ["0", "200"]  # nothing in the environment, every argument there
+    assert lines[2] == hashlib.md5(b"".join(args)).hexdigest()
 
 
 def test_uid0_refused_by_runner(small_image):

@@ -83,6 +83,8 @@ def catalog_entry(name: str, image_dir: Path, trust: str = "trusted", *, path: O
             "",
             "[context]",
             f"filesystem = {q(meta['root_device'])}",
+            'fstype = "ext4"',
+            f"hook = {q('systemd' if meta.get('init') == 'systemd' else 'rc.local')}",
             "",
         ]
     )
@@ -116,7 +118,8 @@ memory_per_core_mib = 512
 min_memory_mib = 128
 
 [timeouts]
-contextualize = 300
+prepare = 600
+sandbox = 300
 boot = {boot_timeout}
 shutdown_grace = 5
 poweroff = 60
@@ -131,15 +134,24 @@ poweroff = 60
         _write_root_file(TEST_CATALOG / f"{name}.toml", catalog_entry(name, image_dir, trust))
 
 
-def small_site(**write_kw) -> dict:
-    """Test users, the small busybox image built (or reused) and the site written for it.
+def small_site(*, prepare: bool = False, **write_kw) -> dict:
+    """Test users, the small busybox image built (or reused) and the site written for it;
+    with ``prepare``, its prepared layer made now rather than by the first job.
 
     Returns the catalog mapping (name -> (image dir, trust)) that ``write_site`` took.
     """
     ensure_users()
     images = {"busybox": (build_image("small"), "trusted")}
     write_site(images, **write_kw)
+    if prepare:
+        cli("images", "prepare", "busybox")
     return images
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The installed ``racf-vm`` CLI on the test site (fails loudly)."""
+    return subprocess.run([PYTHON, "-m", "racf_vm.cli", "--config", str(TEST_CONFIG), *args],
+                          check=True, capture_output=True, text=True, cwd="/", timeout=900)
 
 
 def _write_root_file(path: Path, text: str) -> None:

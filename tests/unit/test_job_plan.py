@@ -29,13 +29,15 @@ IMAGE = ImageEntry(
     context=ContextSpec("/dev/sda"),
 )
 BASE = BaseImageInfo(IMAGE.path, "qcow2", 1 << 20, 1 << 30, 1, 2, 3)
+LAYER = BaseImageInfo("/var/lib/racf-vm/prepared/busybox-abab-cdcd-rclocal.qcow2", "qcow2",
+                      1 << 16, 1 << 30, 1, 4, 5, backing=(IMAGE.path, "qcow2"))
 SLOT = Slot(SlotLimits(memory_bytes=4 * GIB, cpus=2), host_cpus=8, host_memory_mib=24576)
 
 
 def inputs(config=b"", **over):
-    fields = dict(request=REQUEST, image=IMAGE, base=BASE, slot=SLOT,
+    fields = dict(request=REQUEST, image=IMAGE, base=BASE, layer=LAYER, slot=SLOT,
                   config=parse_config(config, "test.toml"), accel="tcg",
-                  owner=Owner(4242, 99), qemu_uid=64055, qemu_gid=64055, runner=b"#!/bin/sh\n")
+                  owner=Owner(4242, 99), qemu_uid=64055, qemu_gid=64055)
     fields.update(over)
     return planner.PlanInputs(**fields)
 
@@ -47,13 +49,21 @@ def test_names_and_paths_come_from_the_tag():
     assert p.domain.name == "racf-vm-" + p.tag
     assert (p.domain.pid, p.domain.start, p.domain.uid) == (4242, 99, 2501)
     assert p.root_disk.path == p.job_dir + "/overlay.qcow2"
-    assert p.input_tar == p.job_dir + "/input.tar" and p.output_tar == p.job_dir + "/output.tar"
+    assert p.context_disk.path == p.job_dir + "/context.img" and p.output_tar == p.job_dir + "/output.tar"
 
 
-def test_root_disk_is_an_overlay_on_the_verified_base():
-    disk = planner.plan_job(inputs()).root_disk
+def test_root_disk_is_an_overlay_on_the_prepared_layer_on_the_verified_base():
+    p = planner.plan_job(inputs())
+    disk = p.root_disk
     assert (disk.role, disk.format, disk.target, disk.readonly) == ("root", "qcow2", "vda", False)
-    assert [(b.path, b.format) for b in disk.backing] == [(BASE.path, "qcow2")]
+    assert [(b.path, b.format) for b in disk.backing] == [(LAYER.path, "qcow2"), (BASE.path, "qcow2")]
+    assert p.chain == (LAYER, BASE)  # both re-checked before boot
+
+
+def test_the_context_comes_on_a_read_only_raw_disk_found_by_its_serial():
+    ctx = planner.plan_job(inputs()).context_disk
+    assert (ctx.role, ctx.format, ctx.target, ctx.readonly, ctx.serial, ctx.backing) == (
+        "context", "raw", "vdb", True, "racf-context", ())
 
 
 def test_size_comes_from_the_slot_and_hints_only_lower_it():
@@ -94,11 +104,10 @@ def test_untrusted_image_only_ever_gets_the_nat_network():
     assert p.domain.nics[0].mac is None  # plans are values
 
 
-def test_accelerator_decides_the_domain_type_and_libguestfs_backend():
+def test_accelerator_decides_the_domain_type():
     tcg = planner.plan_job(inputs())
     kvm = planner.plan_job(inputs(accel="kvm"))
-    assert (tcg.domain.domain_type, tcg.guestfs.force_tcg) == ("qemu", True)
-    assert (kvm.domain.domain_type, kvm.guestfs.force_tcg) == ("kvm", False)
+    assert tcg.domain.domain_type == "qemu" and kvm.domain.domain_type == "kvm"
     assert ET.fromstring(build_domain_xml(kvm.domain)).find("cpu").get("mode") == "host-passthrough"
 
 
@@ -109,12 +118,6 @@ def test_boot_method_from_the_catalog():
     assert planner.plan_job(inputs(image=own)).domain.boot == BootloaderBoot()
 
 
-def test_guest_context_and_settings_come_from_request_and_config():
+def test_paths_and_timeouts_come_from_the_config():
     p = planner.plan_job(inputs(b'[paths]\nstate_dir = "/srv/racf"\n[timeouts]\njob = 60\n'))
-    files = {e.path: e for e in p.context}
-    assert files["/racf/job/argv/0000"].data == b"/bin/sh"
-    assert files["/racf/job/env/0000"].data == b"A=1"
-    assert files["/racf/job/input.tar"].upload == p.input_tar
-    assert p.context_filesystem == "/dev/sda"
-    assert p.guestfs.cachedir == "/srv/racf/guestfs"
     assert p.timeouts.job == 60 and p.job_dir.startswith("/srv/racf/jobs/")

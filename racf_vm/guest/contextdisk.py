@@ -1,0 +1,101 @@
+"""The job's context on a small read-only disk of its own, written by the wrapper itself.
+
+No filesystem and no libguestfs: the disk is a byte stream the guest runner reads with
+``tar``, so nothing the user supplied ever reaches a guest filesystem driver. Layout:
+
+- offset 0: a ustar archive of control files, all under ``job/``: ``uid``, ``gid``,
+  ``user``, ``workdir`` (one line each), ``argv/0000``... (the command, then each argument,
+  exact bytes), ``env/0000``... (``NAME=value``, exact bytes) and ``input_offset``
+  (decimal, 20 digits: where the input archive starts; 0 when there is none);
+- at ``input_offset`` (a multiple of ALIGN): the tar of the job's input files, as the
+  job's user wrote it (racf_vm.condor.sandbox); the runner extracts it as that user.
+
+The disk is attached read-only with the serial SERIAL; the busybox guest has no udev, so
+the runner finds it through ``/sys/block/vdX/serial``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from typing import BinaryIO, Callable, Optional
+
+SERIAL = "racf-context"
+ALIGN = 4096
+OFFSET_DIGITS = 20
+BLOCK = 512
+
+
+def _member(name: str, data: bytes) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o600
+    info.mtime = 0
+    info.uname = info.gname = "root"
+    header = info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict")
+    return header + data + b"\0" * (-len(data) % BLOCK)
+
+
+def control_files(request) -> list[tuple[str, bytes]]:
+    """(name, content) of every control file, in archive order."""
+    files = [
+        ("job/uid", b"%d\n" % request.uid),
+        ("job/gid", b"%d\n" % request.gid),
+        ("job/user", request.user.encode() + b"\n"),
+        ("job/workdir", request.workdir.encode() + b"\n"),
+    ]
+    argv = (request.command, *request.args)
+    files += [(f"job/argv/{i:04d}", a.encode()) for i, a in enumerate(argv)]
+    files += [(f"job/env/{i:04d}", f"{k}={v}".encode()) for i, (k, v) in enumerate(request.env)]
+    return files
+
+
+def control_archive(request, with_input: bool) -> tuple[bytes, int]:
+    """The control archive and the offset of the input archive (0 without input).
+
+    Pure. The offset member has a fixed width, so the archive's size does not depend on
+    the value it carries.
+    """
+    body = b"".join(_member(name, data) for name, data in control_files(request))
+
+    def archive(offset: int) -> bytes:
+        return body + _member("job/input_offset", b"%0*d\n" % (OFFSET_DIGITS, offset)) + b"\0" * (2 * BLOCK)
+
+    if not with_input:
+        return archive(0), 0
+    size = len(archive(0))
+    offset = size + (-size % ALIGN)
+    return archive(offset), offset
+
+
+def write_context_disk(out: BinaryIO, request,
+                       write_input: Optional[Callable[[BinaryIO], None]] = None) -> int:
+    """Write the context disk to ``out`` (a new, empty file); returns its size.
+
+    ``write_input(out)`` appends the input archive at the current position (it is called
+    with ``out`` positioned at the input offset).
+    """
+    control, offset = control_archive(request, write_input is not None)
+    out.write(control)
+    if write_input is not None:
+        out.write(b"\0" * (offset - len(control)))
+        out.flush()
+        write_input(out)
+    out.flush()
+    size = out.seek(0, os.SEEK_END)
+    pad = -size % BLOCK or 0
+    if size == 0 or pad:
+        out.write(b"\0" * (pad or BLOCK))
+    out.flush()
+    return out.seek(0, os.SEEK_END)
+
+
+def read_context_disk(data: bytes) -> tuple[dict[str, bytes], Optional[bytes]]:
+    """What a guest would read: {name: content} and the input archive (for tests and tools)."""
+    files = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for m in tar:
+            files[m.name] = tar.extractfile(m).read()
+    offset = int(files.get("job/input_offset", b"0"))
+    return files, (data[offset:] if offset else None)
