@@ -10,9 +10,11 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,11 +26,15 @@ CONFIG = "/etc/racf-vm-test/probe.toml"  # only passed through; never read by th
 SAFE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 NOT_SETUID = ("racf-vm: not installed setuid root (or no_new_privs is set); "
               "ask your administrator\n")
+DEV_FULL = [1, 7]
+# What CPython itself ignores at startup; every other disposition must be the default.
+PYTHON_IGNORES = sorted([signal.SIGPIPE, signal.SIGXFSZ])
 
 
 class Shim:
     def __init__(self, root: Path):
         self.root = root
+        self.reports = root / "reports"  # root-owned, outside /tmp: the probe writes here
         self.python = str(root / "venv/bin/python3")
         self.path = str(root / "vm")           # root:root 4755
         self.nosuid = str(root / "vm-nosuid")  # same binary, 0755
@@ -42,6 +48,7 @@ def shim(job_user):
     root = Path(tempfile.mkdtemp(prefix="shim-", dir=parent))
     os.chmod(root, 0o755)
     s = Shim(root)
+    s.reports.mkdir(mode=0o700)
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(root / "venv")],
                    check=True)
     site = next((root / "venv/lib").glob("python3*/site-packages"))
@@ -106,6 +113,10 @@ def as_user(uid, *, umask=None, limits=(), close=(), nnp=False):
             if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
                 raise OSError(ctypes.get_errno(), "prctl")
     return fn
+
+
+def report_path(shim) -> Path:
+    return shim.reports / f"{uuid.uuid4().hex}.json"
 
 
 def run(cmd, *, env=None, uid=2501, timeout=60, **kw):
@@ -300,3 +311,64 @@ def test_user_cannot_signal(shim, job_user):
     finally:
         p.kill()
         p.wait()
+
+
+# --- signals, timers and stdio left behind by the caller --------------------------------
+
+IGNORED_BY_CALLER = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                     signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGCHLD,
+                     signal.SIGRTMIN + 2)
+
+
+def test_signals_and_timers_reset(shim, job_user):
+    """A caller that ignores signals (condor_rm's SIGTERM among them), blocks every signal
+    and arms all three interval timers: the Python side starts clean."""
+    def hostile():
+        as_user(job_user.pw_uid)()
+        for sig in IGNORED_BY_CALLER:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        signal.alarm(1000)  # ITIMER_REAL
+        signal.setitimer(signal.ITIMER_VIRTUAL, 1000, 1000)
+        signal.setitimer(signal.ITIMER_PROF, 1000, 1000)
+
+    out = probe(shim, preexec_fn=hostile)
+    assert out["signals"]["blocked"] == []
+    assert out["signals"]["ignored"] == PYTHON_IGNORES
+    assert out["itimers"] == {"ITIMER_REAL": [0.0, 0.0], "ITIMER_VIRTUAL": [0.0, 0.0],
+                              "ITIMER_PROF": [0.0, 0.0]}
+
+
+def _reopen(fd, path, flags):
+    def fn():
+        new = os.open(path, flags)
+        os.dup2(new, fd)
+        os.close(new)
+    return fn
+
+
+@pytest.mark.parametrize("name, setup", [
+    ("stdout read-only", [_reopen(1, "/dev/null", os.O_RDONLY)]),
+    ("stdout on /dev/full", [_reopen(1, "/dev/full", os.O_WRONLY)]),
+    ("stderr read-only", [_reopen(2, "/dev/null", os.O_RDONLY)]),
+    ("stdin write-only", [_reopen(0, "/dev/null", os.O_WRONLY)]),
+    ("stdio closed", [lambda: [os.close(fd) for fd in (0, 1, 2)]]),
+])
+def test_unusable_stdio_is_replaced(shim, job_user, name, setup):
+    """Descriptors 0-2 that are open but unusable (glibc's own fill-ins for closed ones in a
+    setuid program among them) become /dev/null the right way round, so the Python side
+    ends with its own status: here 77, as when it refuses, never Python's 120 for an
+    unwritable stdout."""
+    report = report_path(shim)
+
+    def hostile():
+        as_user(job_user.pw_uid)()
+        for step in setup:
+            step()
+
+    r = run([shim.path, "--report", str(report), "--exit", "77"], preexec_fn=hostile)
+    assert r.returncode == 77, (r.returncode, r.stderr.decode())
+    stdio = json.loads(report.read_text())["stdio"]
+    assert stdio["0"]["access"] in ("r", "rw"), stdio
+    for fd in ("1", "2"):
+        assert stdio[fd]["access"] in ("w", "rw") and stdio[fd]["rdev"] != DEV_FULL, stdio
