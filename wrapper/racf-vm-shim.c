@@ -2,7 +2,7 @@
  * racf-vm-shim: the setuid-root entry point installed as /usr/local/racf/vm.
  *
  * It does as little as possible: sanitize the process (fds, signals, timers, umask,
- * rlimits, cwd, environment, credentials) and exec the
+ * rlimits, cwd, environment, credentials, a private /tmp and /var/tmp) and exec the
  * Python side with a fixed argv and a fixed environment. It parses nothing but its own
  * argv count. The caller's environment is handed over as data only, in a sealed memfd on
  * fd 3, so nothing downstream (the loader, the interpreter, libraries) honours any of it
@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -44,6 +46,8 @@
 #define ENV_MAX_ENTRIES 4096
 #define ENV_FD 3
 #define FD_CLOSE_BOUND (1 << 20) /* fs.nr_open default: no fd can be above it */
+/* The privileged side's own /tmp and /var/tmp: root's only, small, no devices or setuid. */
+#define PRIVATE_TMP_OPTS "mode=0700,uid=0,gid=0,size=64m"
 
 extern char **environ;
 
@@ -191,6 +195,27 @@ static void set_rlimits(void)
     }
 }
 
+/* HTCondor's MOUNT_UNDER_SCRATCH (default "/tmp,/var/tmp") hands us a mount namespace
+ * where /tmp and /var/tmp are directories the job user owns: nothing privileged may
+ * create, open or connect to anything there. So the privileged side gets a namespace of
+ * its own (inherited by what it forks, not by libvirtd) with fresh root-only tmpfs
+ * mounts over both. Fail closed: never go on with the caller's /tmp. */
+static void private_tmp(void)
+{
+    static const char *const dirs[] = {"/tmp", "/var/tmp"};
+    if (unshare(CLONE_NEWNS) != 0)
+        die(errno == EPERM ? EX_NOPERM : EX_SOFTWARE, "cannot create a private mount namespace: %s",
+            strerror(errno));
+    /* Private, so that none of our mounts propagates back into the caller's namespace
+     * (or the host's, where / is shared, as under systemd). */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        die(EX_SOFTWARE, "cannot make the mount namespace private: %s", strerror(errno));
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+        if (mount("tmpfs", dirs[i], "tmpfs", MS_NOSUID | MS_NODEV, PRIVATE_TMP_OPTS) != 0)
+            die(errno == EPERM ? EX_NOPERM : EX_SOFTWARE, "cannot mount a private %s: %s", dirs[i],
+                strerror(errno));
+}
+
 static void write_all(int fd, const char *buf, size_t len)
 {
     while (len > 0) {
@@ -268,6 +293,7 @@ int main(int argc, char **argv)
         die(EX_SOFTWARE, "setresuid failed: %s", strerror(errno));
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
         die(EX_SOFTWARE, "prctl(PR_SET_DUMPABLE) failed: %s", strerror(errno));
+    private_tmp();
 
     char uid_s[16], gid_s[16];
     snprintf(uid_s, sizeof uid_s, "%u", (unsigned)ruid);
