@@ -301,6 +301,8 @@ def test_mount_under_scratch_default(starter, job_user):
         assert _mounts_at(SCRATCH) == mounts_before  # the job's mounts stayed its own
     finally:
         shutil.rmtree(sandbox, ignore_errors=True)
+        for d in SCRATCH:  # only there if the job wrote to the host's directories
+            Path(d, name).unlink(missing_ok=True)
 
 
 def test_mount_under_scratch_disabled(starter, job_user):
