@@ -1,26 +1,31 @@
 /*
  * racf-vm-shim: the setuid-root entry point installed as /usr/local/racf/vm.
  *
- * It does as little as possible: sanitize the process (fds, umask, rlimits, cwd,
- * environment, credentials) and exec the Python side with a fixed argv and a fixed
- * environment. It parses nothing but its own argv count. The caller's environment is
- * handed over as data only, in a sealed memfd on fd 3, so nothing downstream (the
- * loader, the interpreter, libraries) honours any of it implicitly.
+ * It does as little as possible: sanitize the process (fds, signals, timers, umask,
+ * rlimits, cwd, environment, credentials, a private /tmp and /var/tmp) and exec the
+ * Python side with a fixed argv and a fixed environment. It parses nothing but its own
+ * argv count. The caller's environment is handed over as data only, in a sealed memfd on
+ * fd 3, so nothing downstream (the loader, the interpreter, libraries) honours any of it
+ * implicitly.
  * See docs/ARCHITECTURE.md and shared/reference/security.md section 0.1.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #ifndef RACF_CONFIG
@@ -41,6 +46,8 @@
 #define ENV_MAX_ENTRIES 4096
 #define ENV_FD 3
 #define FD_CLOSE_BOUND (1 << 20) /* fs.nr_open default: no fd can be above it */
+/* The privileged side's own /tmp and /var/tmp: root's only, small, no devices or setuid. */
+#define PRIVATE_TMP_OPTS "mode=0700,uid=0,gid=0,size=64m"
 
 extern char **environ;
 
@@ -61,17 +68,78 @@ static void die(int status, const char *fmt, ...)
     _exit(status);
 }
 
-/* fds 0-2 must be open, or the first files we open would become the job's stdio. */
+/* Is standard descriptor fd, open with file status flags fl, usable as such? */
+static int stdio_usable(int fd, int fl, const struct stat *full)
+{
+    struct stat st;
+    int acc = fl & O_ACCMODE;
+    if ((fl & O_PATH) || fstat(fd, &st) != 0 || S_ISDIR(st.st_mode))
+        return 0;
+    if (fd == STDIN_FILENO)
+        return acc == O_RDONLY || acc == O_RDWR;
+    if (acc != O_WRONLY && acc != O_RDWR)
+        return 0;
+    /* Every write to /dev/full fails (ENOSPC). */
+    return !(full && S_ISCHR(st.st_mode) && st.st_rdev == full->st_rdev);
+}
+
+/* fds 0-2 must be open, or the first files we open would become the job's stdio; and
+ * usable: glibc fills closed ones of a setuid program with /dev/full (write-only) for 0
+ * and read-only /dev/null for 1 and 2, and a stdout that cannot be written makes Python
+ * exit with 120 at shutdown instead of with the wrapper's own status. Unusable ones
+ * become /dev/null opened the right way. */
 static void repair_stdio(void)
 {
+    struct stat full_st;
+    const struct stat *full =
+        stat("/dev/full", &full_st) == 0 && S_ISCHR(full_st.st_mode) ? &full_st : NULL;
     for (int fd = 0; fd <= 2; fd++) {
-        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+        int mode = fd == STDIN_FILENO ? O_RDONLY : O_WRONLY;
+        int fl = fcntl(fd, F_GETFL);
+        if (fl == -1 && errno == EBADF) {
+            /* Lower fds are open, so open() returns exactly fd. On failure there is no
+             * reliable stderr to report on: just exit. */
+            if (open("/dev/null", mode) != fd)
+                _exit(EX_SOFTWARE);
             continue;
-        /* Lower fds are open, so open() returns exactly fd. On failure there is no
-         * reliable stderr to report on: just exit. */
-        if (open("/dev/null", O_RDWR) != fd)
+        }
+        if (fl != -1 && stdio_usable(fd, fl, full))
+            continue;
+        int nfd = open("/dev/null", mode | O_CLOEXEC);
+        if (nfd < 0 || dup2(nfd, fd) != fd)
             _exit(EX_SOFTWARE);
+        (void)close(nfd);
     }
+}
+
+/* Nothing a caller sets up survives into the privileged side: an ignored SIGTERM would
+ * make condor_rm fail, an ignored SIGCHLD would reap our children behind our back, a
+ * blocked mask would hold every signal, and an armed timer (alarm()) would kill the
+ * wrapper mid-job. Only SIG_IGN dispositions, the mask and itimers survive execve. */
+static void reset_signals_and_timers(void)
+{
+    static const int timers[] = {ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF};
+    const struct itimerval zero = {{0, 0}, {0, 0}};
+    for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++)
+        if (setitimer(timers[i], &zero, NULL) != 0)
+            die(EX_SOFTWARE, "cannot reset interval timer %d: %s", timers[i], strerror(errno));
+
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        /* EINVAL: a number glibc reserves for itself (SIGCANCEL, SIGSETXID). */
+        if (sigaction(sig, &dfl, NULL) != 0 && errno != EINVAL)
+            die(EX_SOFTWARE, "cannot reset signal %d: %s", sig, strerror(errno));
+    }
+    /* Last: a signal the caller left pending now acts by default, before anything else. */
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) != 0)
+        die(EX_SOFTWARE, "cannot reset the signal mask: %s", strerror(errno));
 }
 
 /* No inherited fd (user sockets, files) may reach the Python side or its children. */
@@ -125,6 +193,27 @@ static void set_rlimits(void)
                 "run racf-vm with the default resource limits", lim[i].name,
                 (unsigned long long)rl.rlim_max);
     }
+}
+
+/* HTCondor's MOUNT_UNDER_SCRATCH (default "/tmp,/var/tmp") hands us a mount namespace
+ * where /tmp and /var/tmp are directories the job user owns: nothing privileged may
+ * create, open or connect to anything there. So the privileged side gets a namespace of
+ * its own (inherited by what it forks, not by libvirtd) with fresh root-only tmpfs
+ * mounts over both. Fail closed: never go on with the caller's /tmp. */
+static void private_tmp(void)
+{
+    static const char *const dirs[] = {"/tmp", "/var/tmp"};
+    if (unshare(CLONE_NEWNS) != 0)
+        die(errno == EPERM ? EX_NOPERM : EX_SOFTWARE, "cannot create a private mount namespace: %s",
+            strerror(errno));
+    /* Private, so that none of our mounts propagates back into the caller's namespace
+     * (or the host's, where / is shared, as under systemd). */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        die(EX_SOFTWARE, "cannot make the mount namespace private: %s", strerror(errno));
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+        if (mount("tmpfs", dirs[i], "tmpfs", MS_NOSUID | MS_NODEV, PRIVATE_TMP_OPTS) != 0)
+            die(errno == EPERM ? EX_NOPERM : EX_SOFTWARE, "cannot mount a private %s: %s", dirs[i],
+                strerror(errno));
 }
 
 static void write_all(int fd, const char *buf, size_t len)
@@ -184,6 +273,7 @@ int main(int argc, char **argv)
     gid_t rgid = getgid();
 
     repair_stdio();
+    reset_signals_and_timers();
     close_other_fds();
     umask(077);
     set_rlimits();
@@ -203,6 +293,7 @@ int main(int argc, char **argv)
         die(EX_SOFTWARE, "setresuid failed: %s", strerror(errno));
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
         die(EX_SOFTWARE, "prctl(PR_SET_DUMPABLE) failed: %s", strerror(errno));
+    private_tmp();
 
     char uid_s[16], gid_s[16];
     snprintf(uid_s, sizeof uid_s, "%u", (unsigned)ruid);

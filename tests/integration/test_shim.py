@@ -9,10 +9,13 @@ import ctypes
 import json
 import os
 import resource
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,11 +27,19 @@ CONFIG = "/etc/racf-vm-test/probe.toml"  # only passed through; never read by th
 SAFE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 NOT_SETUID = ("racf-vm: not installed setuid root (or no_new_privs is set); "
               "ask your administrator\n")
+SCRATCH = ("/tmp", "/var/tmp")
+DEV_FULL = [1, 7]
+# What CPython itself ignores at startup; every other disposition must be the default.
+PYTHON_IGNORES = sorted([signal.SIGPIPE, signal.SIGXFSZ])
+
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNS, MS_BIND, MS_REC, MS_PRIVATE = 0x20000, 0x1000, 0x4000, 1 << 18
 
 
 class Shim:
     def __init__(self, root: Path):
         self.root = root
+        self.reports = root / "reports"  # root-owned, outside /tmp: the probe writes here
         self.python = str(root / "venv/bin/python3")
         self.path = str(root / "vm")           # root:root 4755
         self.nosuid = str(root / "vm-nosuid")  # same binary, 0755
@@ -42,6 +53,7 @@ def shim(job_user):
     root = Path(tempfile.mkdtemp(prefix="shim-", dir=parent))
     os.chmod(root, 0o755)
     s = Shim(root)
+    s.reports.mkdir(mode=0o700)
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(root / "venv")],
                    check=True)
     site = next((root / "venv/lib").glob("python3*/site-packages"))
@@ -106,6 +118,51 @@ def as_user(uid, *, umask=None, limits=(), close=(), nnp=False):
             if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
                 raise OSError(ctypes.get_errno(), "prctl")
     return fn
+
+
+def _check(ret, what):
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def condor_namespace(binds, uid):
+    """preexec_fn: what the real starter does for MOUNT_UNDER_SCRATCH (as root: a private
+    mount namespace, user-owned directories bind-mounted over /tmp and /var/tmp), then
+    become the job user."""
+    def fn():
+        _check(libc.unshare(CLONE_NEWNS), "unshare")
+        _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+        for src, dst in binds:
+            _check(libc.mount(os.fsencode(src), os.fsencode(dst), None, MS_BIND, None),
+                   f"bind {src} on {dst}")
+        as_user(uid)()
+    return fn
+
+
+def mount_at(path, mountinfo="/proc/self/mountinfo"):
+    """Mount points equal to ``path`` (one line each) in a mountinfo file."""
+    with open(mountinfo) as f:
+        return [line for line in f if line.split()[4] == path]
+
+
+def report_path(shim) -> Path:
+    return shim.reports / f"{uuid.uuid4().hex}.json"
+
+
+def assert_private_tmp(out, *, not_dev=()):
+    """The probe's /tmp and /var/tmp: each a fresh, empty, root-only tmpfs of its own."""
+    devs = set()
+    for path in SCRATCH:
+        d = out["scratch"][path]
+        assert d["mount"] is not None and d["mount"]["fstype"] == "tmpfs", (path, d)
+        assert {"nosuid", "nodev"} <= set(d["mount"]["options"]), (path, d)
+        assert (d["uid"], d["gid"], d["mode"]) == (0, 0, 0o700), (path, d)
+        assert d["entries"] == [], (path, d)
+        assert d["bytes"] == 64 << 20, (path, d)
+        assert d["dev"] not in not_dev, (path, d)
+        devs.add(d["dev"])
+    assert len(devs) == 2  # two separate instances
 
 
 def run(cmd, *, env=None, uid=2501, timeout=60, **kw):
@@ -300,3 +357,137 @@ def test_user_cannot_signal(shim, job_user):
     finally:
         p.kill()
         p.wait()
+
+
+# --- a private /tmp and /var/tmp for the privileged side ---------------------------------
+
+def test_private_tmp(shim, job_user):
+    """Run from the host's namespace: fresh, empty tmpfs mounts (none of the host's files),
+    and nothing changes in the caller's namespace. (Nothing is planted in the host's /tmp:
+    the hostile suite, which may run at the same time, watches it.)"""
+    before = {p: mount_at(p) for p in SCRATCH}
+    out = probe(shim)
+    assert_private_tmp(out, not_dev={os.stat(d).st_dev for d in SCRATCH})
+    assert {p: mount_at(p) for p in SCRATCH} == before
+
+
+def test_private_tmp_under_mount_under_scratch(shim, job_user):
+    """The caller's /tmp and /var/tmp are user-owned directories bind-mounted by the
+    starter (HTCondor's MOUNT_UNDER_SCRATCH): the probe sees neither them nor their files."""
+    scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=shim.root))
+    binds = []
+    try:
+        for d in SCRATCH:
+            src = scratch / d.lstrip("/")
+            src.mkdir(parents=True)
+            (src / "planted-by-user").write_text("x")
+            binds.append((src, d))
+        for p in [scratch, *scratch.rglob("*")]:
+            os.lchown(p, job_user.pw_uid, job_user.pw_gid)
+        user_devs = {os.stat(src).st_dev for src, _ in binds}
+        # The setup is real: a plain program in that namespace sees the user's files.
+        seen = run(["/bin/ls", *SCRATCH], preexec_fn=condor_namespace(binds, job_user.pw_uid))
+        assert seen.returncode == 0 and seen.stdout.count(b"planted-by-user") == 2, seen
+        r = run([shim.path], preexec_fn=condor_namespace(binds, job_user.pw_uid))
+        assert r.returncode == 0, r.stderr
+        assert_private_tmp(json.loads(r.stdout), not_dev=user_devs)
+        for src, _ in binds:  # the user's directories are untouched
+            assert sorted(os.listdir(src)) == ["planted-by-user"]
+    finally:
+        shutil.rmtree(scratch)
+
+
+def test_private_tmp_does_not_propagate(shim, job_user):
+    """A caller whose mounts are shared (as / is on a systemd host): the shim's tmpfs mounts
+    stay in the shim's own namespace."""
+    report = report_path(shim)
+    count = "awk '$5 == \"/tmp\" || $5 == \"/var/tmp\"' /proc/self/mountinfo | wc -l"
+    script = (f"echo before=$({count}); "
+              f"setpriv --reuid={job_user.pw_uid} --regid={job_user.pw_gid} --clear-groups -- "
+              f"{shlex.quote(shim.path)} --report {shlex.quote(str(report))} >/dev/null; "
+              f"echo status=$?; echo after=$({count})")
+    r = subprocess.run(["unshare", "--mount", "--propagation", "shared", "--", "/bin/sh", "-c",
+                        script], env=SAFE_ENV, capture_output=True, timeout=60, cwd="/")
+    lines = dict(line.split("=", 1) for line in r.stdout.decode().split())
+    assert lines["status"] == "0", r
+    assert lines["after"] == lines["before"], r
+    assert_private_tmp(json.loads(report.read_text()))
+
+
+def test_private_tmp_fails_closed(shim, job_user):
+    """When the fresh /var/tmp cannot be mounted (here: there is no /var/tmp in the caller's
+    namespace), the shim refuses; it never goes on with the caller's directories."""
+    fakevar = Path(tempfile.mkdtemp(prefix="fakevar-", dir=shim.root))
+    (fakevar / "cache").mkdir()  # the shim itself lives under /var/cache
+    script = (f"mount --bind /var/cache {fakevar}/cache && mount --rbind {fakevar} /var && "
+              f"test ! -e /var/tmp && exec setpriv --reuid={job_user.pw_uid} "
+              f"--regid={job_user.pw_gid} --clear-groups -- {shlex.quote(shim.path)}")
+    try:
+        r = subprocess.run(["unshare", "--mount", "--", "/bin/sh", "-c", script], env=SAFE_ENV,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60, cwd="/")
+    finally:
+        shutil.rmtree(fakevar)
+    assert r.returncode == 70, r
+    assert r.stderr.decode() == "racf-vm: cannot mount a private /var/tmp: No such file or directory\n"
+    assert r.stdout == b""
+
+
+# --- signals, timers and stdio left behind by the caller --------------------------------
+
+IGNORED_BY_CALLER = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                     signal.SIGALRM, signal.SIGVTALRM, signal.SIGPROF, signal.SIGCHLD,
+                     signal.SIGRTMIN + 2)
+
+
+def test_signals_and_timers_reset(shim, job_user):
+    """A caller that ignores signals (condor_rm's SIGTERM among them), blocks every signal
+    and arms all three interval timers: the Python side starts clean."""
+    def hostile():
+        as_user(job_user.pw_uid)()
+        for sig in IGNORED_BY_CALLER:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        signal.alarm(1000)  # ITIMER_REAL
+        signal.setitimer(signal.ITIMER_VIRTUAL, 1000, 1000)
+        signal.setitimer(signal.ITIMER_PROF, 1000, 1000)
+
+    out = probe(shim, preexec_fn=hostile)
+    assert out["signals"]["blocked"] == []
+    assert out["signals"]["ignored"] == PYTHON_IGNORES
+    assert out["itimers"] == {"ITIMER_REAL": [0.0, 0.0], "ITIMER_VIRTUAL": [0.0, 0.0],
+                              "ITIMER_PROF": [0.0, 0.0]}
+
+
+def _reopen(fd, path, flags):
+    def fn():
+        new = os.open(path, flags)
+        os.dup2(new, fd)
+        os.close(new)
+    return fn
+
+
+@pytest.mark.parametrize("name, setup", [
+    ("stdout read-only", [_reopen(1, "/dev/null", os.O_RDONLY)]),
+    ("stdout on /dev/full", [_reopen(1, "/dev/full", os.O_WRONLY)]),
+    ("stderr read-only", [_reopen(2, "/dev/null", os.O_RDONLY)]),
+    ("stdin write-only", [_reopen(0, "/dev/null", os.O_WRONLY)]),
+    ("stdio closed", [lambda: [os.close(fd) for fd in (0, 1, 2)]]),
+])
+def test_unusable_stdio_is_replaced(shim, job_user, name, setup):
+    """Descriptors 0-2 that are open but unusable (glibc's own fill-ins for closed ones in a
+    setuid program among them) become /dev/null the right way round, so the Python side
+    ends with its own status: here 77, as when it refuses, never Python's 120 for an
+    unwritable stdout."""
+    report = report_path(shim)
+
+    def hostile():
+        as_user(job_user.pw_uid)()
+        for step in setup:
+            step()
+
+    r = run([shim.path, "--report", str(report), "--exit", "77"], preexec_fn=hostile)
+    assert r.returncode == 77, (r.returncode, r.stderr.decode())
+    stdio = json.loads(report.read_text())["stdio"]
+    assert stdio["0"]["access"] in ("r", "rw"), stdio
+    for fd in ("1", "2"):
+        assert stdio[fd]["access"] in ("w", "rw") and stdio[fd]["rdev"] != DEV_FULL, stdio

@@ -2,11 +2,13 @@
 
 import json
 import os
+import shlex
 import shutil
 import stat
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,19 @@ def read(p):
         return open(p).read().strip()
     except OSError:
         return None
+touched = {}
+if sys.argv[1:2] == ["--touch"]:  # create a file in /tmp and /var/tmp, as the job
+    for d in ("/tmp", "/var/tmp"):
+        try:
+            open(os.path.join(d, sys.argv[2]), "x").close()
+            touched[d] = True
+        except OSError as e:
+            touched[d] = str(e)
+def scratch(d):
+    st = os.stat(d)
+    return {"dev": st.st_dev, "ino": st.st_ino, "uid": st.st_uid, "gid": st.st_gid,
+            "mode": st.st_mode & 0o7777, "writable": os.access(d, os.W_OK),
+            "entries": sorted(os.listdir(d)) if os.access(d, os.R_OK) else None}
 print(json.dumps({
     "ids": [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), sorted(os.getgroups())],
     "cwd": os.getcwd(), "env": dict(e.split("=", 1) for e in open("/proc/self/environ").read().split("\0") if e), "argv": sys.argv,
@@ -40,8 +55,11 @@ print(json.dumps({
     "cpu_shares": read(f"/sys/fs/cgroup/cpu{cg.get('cpu', '/-')}/cpu.shares")
                   or read(f"/sys/fs/cgroup{cg.get('v2', '/-')}/../cpu.weight"),
     "cgroups": cg,
+    "touched": touched,
+    "scratch": {d: scratch(d) for d in ("/tmp", "/var/tmp")},
 }))
 """
+SCRATCH = ("/tmp", "/var/tmp")
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +253,107 @@ def test_usage_errors(starter, args):
     r = subprocess.run([str(starter[0]), *args], capture_output=True, timeout=30)
     assert r.returncode == 64
     assert b"usage: condor_starter" in r.stderr or b"starter:" in r.stderr
+
+
+# --- MOUNT_UNDER_SCRATCH (HTCondor's default "/tmp,/var/tmp") ---------------------------
+
+def _ident(path):
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _mounts_at(paths):
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line for line in f if line.split()[4] in paths)
+
+
+def _probe_job(starter, *opts, slot, touch=None):
+    exe = str(starter[0].parent / "job_probe.py")
+    job = ["/usr/bin/python3", exe] + (["--touch", touch] if touch else [])
+    r, sandbox, lines = run_starter(starter, "--user", "racfjob", "--slot", slot,
+                                    "--keep-sandbox", *opts, job=job)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout), sandbox, lines
+
+
+def test_mount_under_scratch_default(starter, job_user):
+    """By default the job's /tmp and /var/tmp are <sandbox>/tmp and <sandbox>/var/tmp: its
+    own directories, 0700, owned and writable by it; the host's stay as they were."""
+    name = f"racf-starter-{uuid.uuid4().hex}"
+    host_before = {d: _ident(d) for d in SCRATCH}
+    mounts_before = _mounts_at(SCRATCH)
+    out, sandbox, _ = _probe_job(starter, slot="slot9_1", touch=name)
+    try:
+        assert out["touched"] == {"/tmp": True, "/var/tmp": True}
+        for d in SCRATCH:
+            inside = sandbox / d.lstrip("/")
+            seen = out["scratch"][d]
+            assert (seen["dev"], seen["ino"]) == _ident(inside), d
+            assert (seen["uid"], seen["gid"], seen["mode"], seen["writable"]) == \
+                (2501, 2501, 0o700, True), (d, seen)
+            assert seen["entries"] == [name], (d, seen)
+            st = (inside / name).stat()
+            assert (st.st_uid, st.st_gid) == (2501, 2501)
+            assert not Path(d, name).exists()  # nothing reached the host's directory
+        st = (sandbox / "var").stat()  # parents as HTCondor makes them: the user's, 0700
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (2501, 0o700)
+        assert {d: _ident(d) for d in SCRATCH} == host_before
+        assert _mounts_at(SCRATCH) == mounts_before  # the job's mounts stayed its own
+    finally:
+        shutil.rmtree(sandbox, ignore_errors=True)
+        for d in SCRATCH:  # only there if the job wrote to the host's directories
+            Path(d, name).unlink(missing_ok=True)
+
+
+def test_mount_under_scratch_disabled(starter, job_user):
+    out, sandbox, _ = _probe_job(starter, "--mount-under-scratch", "", slot="slot9_2")
+    try:
+        for d in SCRATCH:
+            assert (out["scratch"][d]["dev"], out["scratch"][d]["ino"]) == _ident(d), d
+        assert not (sandbox / "tmp").exists() and not (sandbox / "var").exists()
+    finally:
+        shutil.rmtree(sandbox, ignore_errors=True)
+
+
+def test_mount_under_scratch_list(starter, job_user):
+    """A list of its own; like HTCondor, a directory missing on the host is skipped with a
+    warning."""
+    out, sandbox, lines = _probe_job(
+        starter, "--mount-under-scratch", "/var/tmp/, /no-such-dir-racf", slot="slot9_3")
+    try:
+        assert (out["scratch"]["/tmp"]["dev"], out["scratch"]["/tmp"]["ino"]) == _ident("/tmp")
+        seen = out["scratch"]["/var/tmp"]
+        assert (seen["dev"], seen["ino"]) == _ident(sandbox / "var/tmp")
+        assert not (sandbox / "tmp").exists() and not (sandbox / "no-such-dir-racf").exists()
+        assert "starter: warning: /no-such-dir-racf does not exist; not mounted under scratch" \
+            in lines
+    finally:
+        shutil.rmtree(sandbox, ignore_errors=True)
+
+
+@pytest.mark.parametrize("bad", ["tmp", "/tmp,/var/../etc", "/", "/tmp/./x"])
+def test_mount_under_scratch_bad_list(starter, job_user, bad):
+    exe, execute = starter
+    before = set(execute.iterdir()) if execute.exists() else set()
+    r = subprocess.run([str(exe), "--execute", str(execute), "--user", "racfjob", "--slot",
+                        "slot9_4", "--mount-under-scratch", bad, "--", "/bin/true"],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 64
+    assert b"is not a plain absolute path" in r.stderr
+    assert (set(execute.iterdir()) if execute.exists() else set()) == before
+
+
+def test_mount_under_scratch_does_not_propagate(starter, job_user):
+    """Run from a namespace whose mounts are shared (as / is on a systemd host): the job's
+    bind mounts stay in the job's own namespace."""
+    exe, execute = starter
+    count = "awk '$5 == \"/tmp\" || $5 == \"/var/tmp\"' /proc/self/mountinfo | wc -l"
+    job = shlex.join(["/bin/sh", "-c", f"echo job=$({count})"])
+    script = (f"echo before=$({count}); {exe} --execute {execute} --user racfjob --slot slot9_5 "
+              f"-- {job} 2>/dev/null; echo status=$?; echo after=$({count})")
+    r = subprocess.run(["unshare", "--mount", "--propagation", "shared", "--", "/bin/sh", "-c",
+                        script], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    lines = dict(line.split("=", 1) for line in r.stdout.decode().split())
+    assert lines["status"] == "0", r
+    assert int(lines["job"]) == int(lines["before"]) + 2, r  # the job has its two mounts
+    assert lines["after"] == lines["before"], r  # and they stayed its own

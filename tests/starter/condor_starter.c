@@ -8,7 +8,13 @@
  *   - a cgroup with a hard memory limit (slot Memory MiB) and cpu shares 100*Cpus;
  *   - the environment PublishToEnv builds, and nothing else;
  *   - graceful vacate (SIGTERM to the one job pid, SIGKILL after a timeout) or a hard kill,
- *     then the whole cgroup is killed (Kill_Family) and removed.
+ *     then the whole cgroup is killed (Kill_Family) and removed;
+ *   - MOUNT_UNDER_SCRATCH, by default "/tmp,/var/tmp" as in HTCondor since 8.8: for each
+ *     directory D the job user creates <sandbox>/D (0700, parents too), and the job runs in a
+ *     private mount namespace of its own with <sandbox>/D bind-mounted over D. Like HTCondor,
+ *     a D missing on the host, or one the sandbox lies under, is skipped with a warning.
+ *     --mount-under-scratch LIST (comma- or space-separated absolute paths) replaces the list;
+ *     an empty LIST turns it off.
  * Usage: condor_starter --user NAME [options] -- JOB [ARGS...]
  */
 #define _GNU_SOURCE
@@ -18,13 +24,17 @@
 #include <getopt.h>
 #include <grp.h>
 #include <limits.h>
+#include <linux/openat2.h> /* RESOLVE_*: glibc has no openat2() wrapper yet */
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -34,6 +44,7 @@
 #define EX_SOFTWARE 70
 #define MAX_LINES 256
 #define MAX_ENV 512
+#define MAX_SCRATCH 16
 /* The real starter's cgroup name derives from its EXECUTE; mimic a stock pool's name. */
 #define CONDOR_EXECUTE_NAME "condor_var_lib_condor_execute"
 
@@ -49,14 +60,17 @@ static struct {
     int nad, nmad, nenv, ninput;
     double vacate_after, vacate_timeout, kill_after;
     int keep_sandbox, stdio_files;
+    const char *mount_under_scratch;
 } opt = {NULL, "/var/lib/racf-vm-test/execute", "slot1_1", 1, 0, 1024, 1,
-         {0}, {0}, {0}, {0}, 0, 0, 0, 0, -1, 10, -1, 0, 0};
+         {0}, {0}, {0}, {0}, 0, 0, 0, 0, -1, 10, -1, 0, 0, "/tmp,/var/tmp"};
 
 static struct passwd pw;    /* copy of the job user's passwd entry */
 static char sandbox[PATH_MAX];
 static char cg_paths[2][PATH_MAX]; /* cgroups the job joins (v1: memory, cpu; v2: scope) */
 static char cg_slice[PATH_MAX];    /* v2 only: the slice holding the limits */
 static int ncg;
+static char scratch_dirs[MAX_SCRATCH][PATH_MAX]; /* MOUNT_UNDER_SCRATCH entries in use */
+static int nscratch;
 static volatile sig_atomic_t got_signal, got_kill;
 static pid_t main_pid;       /* cleanup on failure happens in the main process only */
 static int cleanup_armed;    /* set once the sandbox exists */
@@ -98,7 +112,8 @@ static void usage(void)
           "  [--proc N] [--memory MIB] [--cpus N] [--ad 'A = v']... [--machine-ad 'A = v']...\n"
           "  [--env K=V]... [--input NAME=CONTENT]... [--vacate-after SECS [--vacate-timeout SECS]]\n"
           "  [--kill-after SECS]  (SIGTERM to the stand-in vacates the job; SIGUSR2 hard-kills it)\n"
-          "  [--keep-sandbox] [--stdio inherit|files] -- JOB [ARGS...]\n",
+          "  [--keep-sandbox] [--stdio inherit|files] [--mount-under-scratch LIST]\n"
+          "  -- JOB [ARGS...]\n",
           stderr);
     exit(EX_USAGE);
 }
@@ -462,11 +477,117 @@ static void remove_sandbox(void)
         fprintf(stderr, "starter: warning: rmdir %s: %s\n", sandbox, strerror(errno));
 }
 
+/* ---- MOUNT_UNDER_SCRATCH ---- */
+
+/* An absolute path without empty, "." or ".." components. */
+static int plain_abs_path(const char *d)
+{
+    if (d[0] != '/')
+        return 0;
+    for (const char *c = d; *c == '/'; c += 1 + strcspn(c + 1, "/")) {
+        size_t n = strcspn(c + 1, "/");
+        if (n == 0 || (n == 1 && c[1] == '.') || (n == 2 && c[1] == '.' && c[2] == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Split the list (commas or spaces) into absolute paths; keep those that exist on the host
+ * as directories and that the sandbox does not lie under. */
+static void parse_scratch_list(void)
+{
+    char *list = strdup(opt.mount_under_scratch), *save = NULL;
+    if (!list)
+        die(EX_SOFTWARE, "out of memory");
+    for (char *d = strtok_r(list, ", \t", &save); d; d = strtok_r(NULL, ", \t", &save)) {
+        size_t len = strlen(d);
+        while (len > 1 && d[len - 1] == '/')
+            d[--len] = '\0';
+        if (!plain_abs_path(d))
+            die(EX_USAGE, "--mount-under-scratch: '%s' is not a plain absolute path", d);
+        struct stat st;
+        if (stat(d, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            fprintf(stderr, "starter: warning: %s does not exist; not mounted under scratch\n", d);
+        } else if (strncmp(sandbox, d, len) == 0 && (sandbox[len] == '/' || !sandbox[len])) {
+            fprintf(stderr, "starter: warning: the sandbox is under %s; not mounted under "
+                    "scratch\n", d);
+        } else {
+            if (nscratch >= MAX_SCRATCH)
+                die(EX_USAGE, "--mount-under-scratch: more than %d directories", MAX_SCRATCH);
+            xsnprintf(scratch_dirs[nscratch++], PATH_MAX, "%s", d);
+        }
+    }
+    free(list);
+}
+
+/* <sandbox>/D for each D, made by the user (mode 0700, parents too), like HTCondor's
+ * mkdir_and_parents_if_needed(..., S_IRWXU, PRIV_USER). */
+static void make_scratch_dirs(void)
+{
+    if (nscratch == 0)
+        return;
+    pid_t pid = fork();
+    if (pid < 0)
+        die(EX_SOFTWARE, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        drop_to_user();
+        for (int i = 0; i < nscratch; i++) {
+            char path[PATH_MAX];
+            xsnprintf(path, sizeof path, "%s%s", sandbox, scratch_dirs[i]);
+            for (char *s = path + strlen(sandbox) + 1; *s; s++)
+                if (*s == '/') {
+                    *s = '\0';
+                    mkdir_ok(path, 0700);
+                    *s = '/';
+                }
+            mkdir_ok(path, 0700);
+        }
+        _exit(0);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        die(EX_SOFTWARE, "cannot create the scratch directories");
+}
+
+/* In the job child, still root: a private mount namespace with <sandbox>/D over D. The
+ * source is opened beneath the sandbox without following symlinks (the sandbox is the
+ * user's) and bind-mounted through its fd. */
+static void mount_scratch_dirs(void)
+{
+    if (nscratch == 0)
+        return;
+    if (unshare(CLONE_NEWNS) != 0)
+        die(EX_SOFTWARE, "unshare(CLONE_NEWNS): %s", strerror(errno));
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        die(EX_SOFTWARE, "make / private: %s", strerror(errno));
+    int dfd = open(sandbox, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
+        die(EX_SOFTWARE, "open %s: %s", sandbox, strerror(errno));
+    for (int i = 0; i < nscratch; i++) {
+        struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                               .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
+        int fd = (int)syscall(SYS_openat2, dfd, scratch_dirs[i] + 1, &how, sizeof how);
+        struct stat st;
+        if (fd < 0)
+            die(EX_SOFTWARE, "open %s%s: %s", sandbox, scratch_dirs[i], strerror(errno));
+        if (fstat(fd, &st) != 0 || st.st_uid != pw.pw_uid)
+            die(EX_SOFTWARE, "%s%s is not the job user's", sandbox, scratch_dirs[i]);
+        char src[64];
+        xsnprintf(src, sizeof src, "/proc/self/fd/%d", fd);
+        if (mount(src, scratch_dirs[i], NULL, MS_BIND, NULL) != 0)
+            die(EX_SOFTWARE, "bind-mount %s%s on %s: %s", sandbox, scratch_dirs[i],
+                scratch_dirs[i], strerror(errno));
+        close(fd);
+    }
+    close(dfd);
+}
+
 /* ---- the job ---- */
 
 static void run_job_child(char **job_argv)
 {
     join_cgroups();
+    mount_scratch_dirs();
     drop_to_user();
     if (setsid() < 0)
         die(EX_SOFTWARE, "setsid: %s", strerror(errno));
@@ -571,7 +692,7 @@ static int wait_job(pid_t job)
 int main(int argc, char **argv)
 {
     enum { O_USER = 1, O_EXEC, O_SLOT, O_CLUSTER, O_PROC, O_MEM, O_CPUS, O_AD, O_MAD, O_ENV,
-           O_VAC, O_VACTO, O_KILL, O_KEEP, O_STDIO, O_INPUT };
+           O_VAC, O_VACTO, O_KILL, O_KEEP, O_STDIO, O_INPUT, O_MUS };
     static const struct option lopts[] = {
         {"user", required_argument, 0, O_USER},      {"execute", required_argument, 0, O_EXEC},
         {"slot", required_argument, 0, O_SLOT},      {"cluster", required_argument, 0, O_CLUSTER},
@@ -582,6 +703,7 @@ int main(int argc, char **argv)
         {"vacate-timeout", required_argument, 0, O_VACTO},
         {"kill-after", required_argument, 0, O_KILL}, {"keep-sandbox", no_argument, 0, O_KEEP},
         {"stdio", required_argument, 0, O_STDIO},    {"input", required_argument, 0, O_INPUT},
+        {"mount-under-scratch", required_argument, 0, O_MUS},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "+", lopts, NULL)) != -1) {
@@ -601,6 +723,7 @@ int main(int argc, char **argv)
         case O_KILL: opt.kill_after = parse_secs(optarg); break;
         case O_KEEP: opt.keep_sandbox = 1; break;
         case O_INPUT: if (opt.ninput >= MAX_LINES) usage(); opt.input[opt.ninput++] = optarg; break;
+        case O_MUS: opt.mount_under_scratch = optarg; break;
         case O_STDIO:
             if (strcmp(optarg, "files") == 0) opt.stdio_files = 1;
             else if (strcmp(optarg, "inherit") == 0) opt.stdio_files = 0;
@@ -638,6 +761,7 @@ int main(int argc, char **argv)
         }
     mkdir_ok(tmp, 0755);
     xsnprintf(sandbox, sizeof sandbox, "%s/dir_%ld", opt.execute, (long)getpid());
+    parse_scratch_list(); /* before anything exists: a bad list is a usage error */
     if (mkdir(sandbox, 0700) != 0)
         die(EX_SOFTWARE, "mkdir %s: %s", sandbox, strerror(errno));
     int dfd = open(sandbox, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -650,6 +774,7 @@ int main(int argc, char **argv)
 
     write_ads(job_argv, host);
     write_inputs();
+    make_scratch_dirs();
     build_env();
     setup_cgroups(host);
 
