@@ -25,6 +25,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -124,21 +125,23 @@ static void reset_signals_and_timers(void)
         if (setitimer(timers[i], &zero, NULL) != 0)
             die(EX_SOFTWARE, "cannot reset interval timer %d: %s", timers[i], strerror(errno));
 
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
+    /* The raw system calls: glibc's wrappers refuse or skip the numbers it reserves for
+     * itself (SIGCANCEL, SIGSETXID), and a caller can leave those ignored or blocked too. */
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        unsigned long mask;
+    } dfl = {SIG_DFL, 0, NULL, 0};
     for (int sig = 1; sig < NSIG; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP)
             continue;
-        /* EINVAL: a number glibc reserves for itself (SIGCANCEL, SIGSETXID). */
-        if (sigaction(sig, &dfl, NULL) != 0 && errno != EINVAL)
+        if (syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask) != 0)
             die(EX_SOFTWARE, "cannot reset signal %d: %s", sig, strerror(errno));
     }
     /* Last: a signal the caller left pending now acts by default, before anything else. */
-    sigset_t none;
-    sigemptyset(&none);
-    if (sigprocmask(SIG_SETMASK, &none, NULL) != 0)
+    unsigned long none = 0;
+    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none) != 0)
         die(EX_SOFTWARE, "cannot reset the signal mask: %s", strerror(errno));
 }
 

@@ -93,6 +93,16 @@ def check_starter(starter: str, config_path: str) -> Finding:
     return Finding(True, f"condor_starter {starter}")
 
 
+def check_prep_account(name: str) -> Finding:
+    from racf_vm.images.prepare import prep_account
+
+    try:
+        account = prep_account(name)
+    except RacfError as exc:
+        return Finding(False, exc.message, "make install")
+    return Finding(True, f"images are prepared as {account.name} (uid {account.uid})")
+
+
 def check_accel(config_accel: str, state_dir: str, emulator: str) -> Finding:
     from racf_vm.vm import accel
 
@@ -120,6 +130,7 @@ def checks(config_path: str, load_config: Callable, policy_problems: Callable[[]
     yield Finding(True, f"config {config_path}")
     yield check_libvirtd(cfg.libvirt.uri, cfg.timeouts.libvirt_connect)
     yield check_starter(cfg.parent.starter, config_path)
+    yield check_prep_account(cfg.guestfs.user)
     yield check_accel(cfg.libvirt.accel, cfg.paths.state_dir, cfg.libvirt.emulator)
     for line in policy_problems():
         yield Finding(False, line)

@@ -139,4 +139,7 @@ def policy_explain(obj, image):
     boot = entry.boot
     how = f"kernel {boot.kernel}, initrd {boot.initrd}" if boot.method == "kernel" else "its own bootloader"
     click.echo(f"boot:     {how}")
-    click.echo(f"context:  written to {entry.context.filesystem} with libguestfs")
+    ctx = entry.context
+    click.echo(f"runner:   installed once per image version in a prepared layer ({ctx.filesystem}, "
+               f"{ctx.fstype}, started by {ctx.hook}), by libguestfs as {cfg.guestfs.user}")
+    click.echo("context:  each job's on a read-only disk of its own (a tar stream, never mounted)")

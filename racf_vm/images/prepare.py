@@ -22,6 +22,7 @@ import os
 import pwd
 import shutil
 import stat
+import time
 from dataclasses import dataclass
 
 from racf_vm.core import locking, runcmd
@@ -129,8 +130,10 @@ def _prepare(entry, base, runner, config, accel, directory, name) -> None:
                    timeout=60, what="qemu-img create")
         os.chown(staged, account.uid, account.gid)
         log.info("preparing image %s as %s (%s)", entry.name, account.name, name)
+        started = time.monotonic()
         _write_as_account(account, staged, entry, runner, settings, config.timeouts.prepare)
         _take_over(staged, account, directory, name, (base.path, base.format))
+        log.info("prepared image %s in %.1fs", entry.name, time.monotonic() - started)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -143,9 +146,12 @@ def _write_as_account(account: PrepAccount, staged: str, entry: ImageEntry, runn
         os.setgroups([])
         os.setresgid(account.gid, account.gid, account.gid)
         os.setresuid(account.uid, account.uid, account.uid)
-        os.environ.clear()  # libguestfs reads LIBGUESTFS_*, TMPDIR and HOME: only ours
+        # libguestfs reads LIBGUESTFS_*, TMPDIR, HOME and XDG_RUNTIME_DIR (its sockets):
+        # only ours, all in the account's private directories
+        os.environ.clear()
         os.environ.update({"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-                           "HOME": settings.cachedir, "TMPDIR": settings.tmpdir})
+                           "HOME": settings.cachedir, "TMPDIR": settings.tmpdir,
+                           "XDG_RUNTIME_DIR": settings.tmpdir})
         os.chdir(settings.tmpdir)
         guestfs_apply(staged, entry.context.filesystem, entry.context.fstype, entries, settings)
         return True

@@ -9,6 +9,7 @@ check the parent, read the request as the user, then act on validated data only.
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 
@@ -17,7 +18,7 @@ from racf_vm.core import errors, logsetup
 from racf_vm.core.errors import RacfError
 from racf_vm.trust import privsep
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("racf_vm.job.main")  # not __name__: run with -m, that is "__main__"
 
 
 def _parse_shim_argv(argv):
@@ -84,6 +85,7 @@ def main(argv=None) -> int:
             run.cleanup()
         except Exception:  # teardown problems must not hide the job's status; gc finishes
             log.warning("teardown failed; racf-vm gc will remove what is left", exc_info=run.verbose)
+    log.info("peak memory %d MiB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
     if run.terminated:
         # Die of the signal HTCondor sent, as a job without a wrapper would.
         sys.stdout.flush()

@@ -35,6 +35,14 @@ log = logging.getLogger(__name__)
 
 
 
+def exec_time() -> float:
+    """The time.monotonic() of this process's start (not of this line: the interpreter's
+    start-up counts), so that "after exec" in the log means what it says."""
+    ticks = jobtag.process_start(os.getpid())
+    age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    return time.monotonic() - max(age, 0.0)
+
+
 class JobRun:
     def __init__(self, *, config_path: str, caller: privsep.Caller, user_args):
         self.config_path = config_path
@@ -48,7 +56,7 @@ class JobRun:
         self._chans = None
         self._qemu_exited = False
         self._stack = contextlib.ExitStack()  # everything the job holds, released in reverse
-        self.started_at = time.monotonic()
+        self.started_at = exec_time()
 
     # -- set-up -----------------------------------------------------------------
     def load_trusted_state(self) -> None:
@@ -92,6 +100,10 @@ class JobRun:
         self.request = req = JobRequest.from_json(raw, cfg.limits)
         runner = install.read_runner(cfg.paths.runner)  # refuse before any state exists
         image = self._lookup_image(req.image)
+        if not image.trusted:  # a firewall that cannot work refuses the job before any state
+            from netpolicy import detect
+
+            detect.choose(cfg.untrusted_network.backend, detect.host_flavour())
         sync.ensure_image(image, cfg)
         self._stack.enter_context(locks.hold_image(image.path))
         base = imageheader.validate_base_image(image.path, image.format)

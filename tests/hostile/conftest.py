@@ -44,7 +44,8 @@ def site():
 def evil(site):
     """A directory of traps owned by the job user; every trap sprung leaves a file in
     ``markers/`` (mode 0777 so that both root and the user could write there)."""
-    d = Path(tempfile.mkdtemp(prefix="racf-hostile-evil-"))
+    # outside /tmp: under MOUNT_UNDER_SCRATCH the job's /tmp is its own, not the host's
+    d = Path(tempfile.mkdtemp(prefix="racf-hostile-evil-", dir=testenv.TEST_ROOT))
     os.chmod(d, 0o755)
     m = d / "markers"
     m.mkdir(mode=0o777)

@@ -357,8 +357,9 @@ def crafted(site):
     os.mknod(d / "chardev", 0o600 | 0o020000, os.makedev(1, 3))
     out["device"] = d / "chardev"
     out["dir"] = d
-    # A user-controlled directory on the way: /tmp/<user dir>/img.qcow2 (root-owned file).
-    ud = Path(tempfile.mkdtemp(prefix="racf-hostile-imgdir-"))
+    # A user-controlled directory on the way: <cache>/<user dir>/img.qcow2 (root-owned file).
+    # (Not under /tmp: under MOUNT_UNDER_SCRATCH the wrapper does not even see the host's.)
+    ud = Path(tempfile.mkdtemp(prefix="racf-hostile-imgdir-", dir=testenv.IMAGE_CACHE))
     os.chown(ud, JOB_UID, JOB_UID)
     out["user_dir_file"] = _qcow2(ud / "img.qcow2")
     link = d / "link-to-user-file"
@@ -370,8 +371,8 @@ def crafted(site):
 
 @pytest.mark.parametrize("key, fmt, words", [
     ("link_dev", "raw", "untrusted path: /dev/null"),
-    ("link_user", "qcow2", "untrusted path: /tmp"),
-    ("user_dir_file", "qcow2", "untrusted path: /tmp"),
+    ("link_user", "qcow2", "racf-hostile-imgdir-"),
+    ("user_dir_file", "qcow2", "is owned by uid 2501"),
     ("user_owned", "qcow2", "owned by uid 2501"),
     ("world_writable", "qcow2", "writable by others"),
     ("group_writable", "qcow2", "writable by group"),

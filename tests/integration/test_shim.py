@@ -439,6 +439,17 @@ IGNORED_BY_CALLER = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUI
                      signal.SIGRTMIN + 2)
 
 
+def _raw_ignore_and_block_glibc_reserved():
+    """Ignore and block signals 32 and 33 with the raw system calls (glibc's wrappers refuse
+    the numbers it reserves for itself, so a shim using them could not reset these)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    act = (ctypes.c_ulong * 4)(1, 0, 0, 0)  # SIG_IGN, no flags, no restorer, empty mask
+    for sig in (32, 33):
+        assert libc.syscall(13, sig, ctypes.byref(act), None, 8) == 0  # SYS_rt_sigaction
+    mask = ctypes.c_ulong((1 << 31) | (1 << 32))
+    assert libc.syscall(14, 0, ctypes.byref(mask), None, 8) == 0  # SYS_rt_sigprocmask, SIG_BLOCK
+
+
 def test_signals_and_timers_reset(shim, job_user):
     """A caller that ignores signals (condor_rm's SIGTERM among them), blocks every signal
     and arms all three interval timers: the Python side starts clean."""
@@ -447,6 +458,7 @@ def test_signals_and_timers_reset(shim, job_user):
         for sig in IGNORED_BY_CALLER:
             signal.signal(sig, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        _raw_ignore_and_block_glibc_reserved()
         signal.alarm(1000)  # ITIMER_REAL
         signal.setitimer(signal.ITIMER_VIRTUAL, 1000, 1000)
         signal.setitimer(signal.ITIMER_PROF, 1000, 1000)
