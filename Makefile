@@ -7,6 +7,7 @@ SYSCONFDIR ?= /etc/racf-vm
 STATEDIR ?= /var/lib/racf-vm
 SHIM_PATH ?= /usr/local/racf/vm
 PREP_USER ?= racf-prep
+UNITDIR ?= /etc/systemd/system
 PY := $(VENV)/bin/python
 
 # The test copy of the shim and the starter stand-in (root-owned, outside the repo).
@@ -56,6 +57,19 @@ install: build
 		install -o root -g root -m 0644 etc/racf-vm.toml $(DESTDIR)$(SYSCONFDIR)/racf-vm.toml
 	install -d -o root -g root -m 0711 $(DESTDIR)$(STATEDIR) $(DESTDIR)$(STATEDIR)/jobs
 	install -d -o root -g root -m 0755 $(DESTDIR)$(STATEDIR)/images $(DESTDIR)$(STATEDIR)/prepared
+	@# racf-vm gc without a person: a systemd timer where systemd runs, else cron
+	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/cron.d
+	for u in racf-vm-gc.service racf-vm-gc.timer; do \
+		sed 's|@SBIN@|$(PREFIX)/sbin|' etc/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u; \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$u; \
+	done
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl daemon-reload && systemctl enable --now racf-vm-gc.timer; \
+		rm -f /etc/cron.d/racf-vm-gc; \
+	else \
+		sed 's|@SBIN@|$(PREFIX)/sbin|' etc/cron.d-racf-vm-gc > $(DESTDIR)/etc/cron.d/racf-vm-gc; \
+		chmod 0644 $(DESTDIR)/etc/cron.d/racf-vm-gc; \
+	fi
 	@# the unprivileged account that prepares images with libguestfs ([guestfs] user)
 	@if [ -z "$(DESTDIR)" ] && ! getent passwd $(PREP_USER) >/dev/null; then \
 		/usr/sbin/useradd --system --user-group --no-create-home --home-dir /nonexistent \
@@ -63,6 +77,9 @@ install: build
 	fi
 
 uninstall:
+	-@[ -d /run/systemd/system ] && systemctl disable --now racf-vm-gc.timer 2>/dev/null || true
+	rm -f $(DESTDIR)$(UNITDIR)/racf-vm-gc.service $(DESTDIR)$(UNITDIR)/racf-vm-gc.timer \
+		$(DESTDIR)/etc/cron.d/racf-vm-gc
 	rm -f $(DESTDIR)$(SHIM_PATH) $(DESTDIR)$(PREFIX)/sbin/racf-vm
 	rm -rf $(DESTDIR)$(PREFIX)/share/racf-vm
 	-$(PY) -m pip uninstall -y -q racf-vm

@@ -116,6 +116,8 @@ def policy_explain(obj, image):
     s = cfg.sizing
     click.echo(f"image:    {entry.name} ({entry.format}, {entry.path})")
     click.echo(f"trust:    {entry.trust}")
+    click.echo("credentials: " + ("passed to the guest (tokens, proxies, Kerberos caches)" if entry.credentials
+                                  else "withheld: none of the job's tokens, proxies or Kerberos caches reach the guest"))
     if entry.trust == "trusted":
         net = cfg.network.trusted_bridge
         click.echo(f"network:  {'site bridge ' + net if net else 'none (no network interface)'}")

@@ -17,9 +17,11 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class ParentConfig:
-    """The only binary accepted as the wrapper's parent (compare with STARTER)."""
+    """The only binary accepted as the wrapper's parent (compare with STARTER), and where it
+    makes job sandboxes (EXECUTE): the wrapper trusts no other working directory."""
 
     starter: str = "/usr/sbin/condor_starter"
+    execute: str = "/var/lib/condor/execute"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class LimitsConfig:
     max_arg_bytes: int = 131072
     max_input_bytes: int = 1073741824
     max_output_bytes: int = 1073741824
+    max_stdout_bytes: int = 4294967296  # what the guest writes to the job's stdout
+    max_stderr_bytes: int = 1073741824
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class TimeoutsConfig:
     after_destroy: float = 10.0  # a destroyed VM must be gone within this
     drain: float = 0.1  # after the job's end: for bytes still queued on the channels
     end_poll: float = 0.05  # while waiting for the output archive to complete
+    output_stall: float = 30.0  # a job stdout/stderr nobody reads, before the rest is dropped
+    health: float = 2.0  # how often a running guest's domain and firewall are checked
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ def _paths(r: TableReader) -> PathsConfig:
 
 
 def _parent(r: TableReader) -> ParentConfig:
-    return ParentConfig(starter=r.path("starter", ParentConfig.starter))
+    d = ParentConfig()
+    return ParentConfig(starter=r.path("starter", d.starter), execute=r.path("execute", d.execute))
 
 
 def _sizing(r: TableReader) -> SizingConfig:
@@ -73,6 +74,8 @@ def _limits(r: TableReader) -> LimitsConfig:
                                   maximum=big),
         max_output_bytes=r.integer("max_output_bytes", d.max_output_bytes, minimum=1,
                                    maximum=big),
+        max_stdout_bytes=r.integer("max_stdout_bytes", d.max_stdout_bytes, minimum=1, maximum=big),
+        max_stderr_bytes=r.integer("max_stderr_bytes", d.max_stderr_bytes, minimum=1, maximum=big),
     )
 
 
@@ -93,6 +96,8 @@ def _timeouts(r: TableReader) -> TimeoutsConfig:
         after_destroy=r.seconds("after_destroy", d.after_destroy),
         drain=r.seconds("drain", d.drain),
         end_poll=r.seconds("end_poll", d.end_poll),
+        output_stall=r.seconds("output_stall", d.output_stall),
+        health=r.seconds("health", d.health),
     )
 
 

@@ -6,6 +6,7 @@ translated into these where they enter the program.
 """
 
 EX_USAGE = 64
+EX_DATAERR = 65
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
@@ -36,6 +37,14 @@ class RefusedError(RacfError):
     """A security check refused to go on (wrong parent, untrusted file, bad uid...)."""
 
     exit_status = EX_NOPERM
+
+
+class JobError(RacfError):
+    """The job failed for a reason of its own that would repeat on any node (the guest
+    cannot create its user, its working directory collides, it exceeded the site's time
+    limit or output cap): the job ends, it is not requeued (sites may hold it on 65)."""
+
+    exit_status = EX_DATAERR
 
 
 class TemporaryError(RacfError):

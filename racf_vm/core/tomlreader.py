@@ -115,6 +115,12 @@ class TableReader:
             raise self.fail(key, f"{value!r} does not match {pattern}")
         return value
 
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, not {type(value).__name__}")
+        return value
+
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.string(key, default)
         if value not in choices:

@@ -2,7 +2,8 @@
 port one text line per event.
 
 ``started`` just before the command is exec'd; ``exit N`` (0..255) after it ended;
-``error <text>`` when the runner itself failed. Guest data is hostile: anything else is
+``error <text>`` when the runner itself failed, ``error job <text>`` when it failed for a
+reason of the job's own that would repeat on any node. Guest data is hostile: anything else is
 ``invalid``, and a line is never longer than MAX_STATUS_LINE.
 """
 
@@ -25,6 +26,7 @@ class StatusLine:
     kind: Literal["started", "exit", "error", "invalid"]
     code: Optional[int] = None  # for "exit"
     text: str = ""  # for "error" and "invalid"
+    job: bool = False  # for "error": the job's own fault, not the node's
 
 
 def _clean(text: bytes) -> str:
@@ -42,6 +44,8 @@ def parse_status_line(line: bytes) -> StatusLine:
         if num.isdigit() and len(num) <= 3 and int(num) <= 255:
             return StatusLine("exit", code=int(num))
         return StatusLine("invalid", text=_clean(line[:200]))
+    if line.startswith(b"error job "):
+        return StatusLine("error", text=_clean(line[10:]), job=True)
     if line.startswith(b"error "):
         return StatusLine("error", text=_clean(line[6:]))
     return StatusLine("invalid", text=_clean(line[:200]))

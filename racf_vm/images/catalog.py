@@ -83,6 +83,7 @@ class ImageEntry:
     sha256: str
     boot: BootSpec
     context: ContextSpec
+    credentials: bool = False  # does the guest get the job's credentials (racf_vm.condor.credentials)
 
     @property
     def trusted(self) -> bool:
@@ -110,6 +111,8 @@ def parse_image_entry(data: bytes, source: str) -> ImageEntry:
     if name != _stem(source):
         raise top.fail("name", f"{name!r} does not match the file name {os.path.basename(source)!r}")
     trust = top.choice("trust", "", ("trusted", "untrusted"))
+    # the job's credentials (tokens, proxies, Kerberos): trusted images only, unless said
+    credentials = top.boolean("credentials", trust == "trusted")
     path = top.path("path", "")
     fmt = top.choice("format", "", ("qcow2", "raw"))
     sha = top.string("sha256", "", allow_empty=False).lower()
@@ -143,7 +146,7 @@ def parse_image_entry(data: bytes, source: str) -> ImageEntry:
     return ImageEntry(
         name=name, trust=trust, path=path, format=fmt, sha256=sha,
         boot=BootSpec(method=method, kernel=kernel, initrd=initrd, cmdline=cmdline),
-        context=ContextSpec(filesystem=fs, fstype=fstype, hook=hook),
+        context=ContextSpec(filesystem=fs, fstype=fstype, hook=hook), credentials=credentials,
     )
 
 

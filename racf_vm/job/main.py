@@ -16,7 +16,7 @@ import sys
 from racf_vm.condor import sandbox
 from racf_vm.core import errors, logsetup
 from racf_vm.core.errors import RacfError
-from racf_vm.trust import privsep
+from racf_vm.trust import importguard, privsep
 
 log = logging.getLogger("racf_vm.job.main")  # not __name__: run with -m, that is "__main__"
 
@@ -62,9 +62,12 @@ def main(argv=None) -> int:
     except SystemExit:
         print("racf-vm: internal error: bad arguments from the shim", file=sys.stderr)
         return errors.EX_SOFTWARE
-    from racf_vm.job.run import (
-        JobRun,  # after the argv check: nothing heavy for a bad call
-    )
+    importguard.install()  # from here on, nothing is imported without its trust check
+    try:  # after the argv check: nothing heavy for a bad call
+        from racf_vm.job.run import JobRun
+    except RacfError as exc:
+        print(f"racf-vm: {exc.message}", file=sys.stderr)
+        return exc.exit_status
 
     run = JobRun(
         config_path=ns.config,

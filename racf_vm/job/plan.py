@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from racf_vm.condor.credentials import strip_credentials
 from racf_vm.condor.request import JobRequest
 from racf_vm.config import Config, TimeoutsConfig
 from racf_vm.core import jobtag
@@ -54,6 +55,8 @@ class JobPlan:
     size: sizing.VMSize
     network: Network
     domain: DomainSpec  # for "untrusted", its NIC gets its MAC from the lease (with_mac)
+    guest_request: JobRequest  # what the context disk carries (credentials only if allowed)
+    withhold_credentials: bool  # leave credential files out of the input archive
     output_tar: str
     timeouts: TimeoutsConfig
 
@@ -117,7 +120,9 @@ def plan_job(inputs: PlanInputs) -> JobPlan:
         boot=boot_of(image.boot), qemu_uid=inputs.qemu_uid, qemu_gid=inputs.qemu_gid,
         disks=(root, context), channels=CHANNEL_NAMES, nics=nics, machine=cfg.libvirt.machine,
     )
+    guest_request = req if image.credentials else dataclasses.replace(req, env=strip_credentials(req.env))
     return JobPlan(
         tag=tag, job_dir=job_dir, chain=(inputs.layer, inputs.base), size=size, network=network,
-        domain=domain, output_tar=os.path.join(job_dir, OUTPUT_TAR), timeouts=cfg.timeouts,
+        domain=domain, guest_request=guest_request, withhold_credentials=not image.credentials,
+        output_tar=os.path.join(job_dir, OUTPUT_TAR), timeouts=cfg.timeouts,
     )

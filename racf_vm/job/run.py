@@ -22,7 +22,7 @@ from racf_vm import config as config_mod
 from racf_vm.condor import intake, sandbox
 from racf_vm.condor.request import JobRequest
 from racf_vm.core import jobtag, logsetup
-from racf_vm.core.errors import Cancelled, ConfigError, RefusedError, UsageError
+from racf_vm.core.errors import Cancelled, ConfigError, JobError, RefusedError
 from racf_vm.guest import channels, contextdisk, install
 from racf_vm.images import catalog, imageheader, locks, prepare, sync
 from racf_vm.job import plan as planner
@@ -50,6 +50,7 @@ class JobRun:
         self.user_args = list(user_args)
         self.config = None
         self.request: Optional[JobRequest] = None
+        self.starter_pid: Optional[int] = None
         self.verbose = False
         self.terminated = False
         self.conn = None
@@ -64,7 +65,7 @@ class JobRun:
         selfcheck.check_runtime_trust(self.config_path)
         self.config = config_mod.load_config(self.config_path)
         logsetup.set_level(self.config.log_level)
-        starter.check_parent(self.config.parent.starter)
+        self.starter_pid = starter.check_parent(self.config.parent.starter)
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum, frame) -> None:
@@ -98,6 +99,7 @@ class JobRun:
             self.caller.uid, self.caller.gid, user, cfg.limits, timeout=60,
         )
         self.request = req = JobRequest.from_json(raw, cfg.limits)
+        starter.check_sandbox(req.workdir, cfg.parent.execute, self.starter_pid)
         runner = install.read_runner(cfg.paths.runner)  # refuse before any state exists
         image = self._lookup_image(req.image)
         if not image.trusted:  # a firewall that cannot work refuses the job before any state
@@ -138,6 +140,9 @@ class JobRun:
         self._stack.callback(workspace.remove_job_dir, plan.job_dir)
         self._write_context_disk(plan)
         self._check_cancelled()
+        # the overlay may grow to the image's size, the output archive to its cap
+        workspace.check_free_space(plan.job_dir, plan.chain[0].virtual_size + cfg.limits.max_output_bytes,
+                                   "the job's disks")
         layer = plan.chain[0]
         disks.create_overlay(plan.job_dir, layer.path, layer.format,
                              plan.domain.qemu_uid, plan.domain.qemu_gid)
@@ -167,7 +172,7 @@ class JobRun:
                     timeout=plan.timeouts.sandbox, what="job's input files",
                 )
 
-            contextdisk.write_context_disk(out, self.request, write_input)
+            contextdisk.write_context_disk(out, plan.guest_request, write_input)
             os.fchown(out.fileno(), plan.domain.qemu_uid, plan.domain.qemu_gid)
             os.fchmod(out.fileno(), 0o400)
 
@@ -183,20 +188,25 @@ class JobRun:
             self._chans = chans
             try:
                 chans.connect(timeout=plan.timeouts.libvirt_connect)
-                outcome = Supervisor(dom, chans, spool, plan.timeouts, exec_time=self.started_at,
-                                     terminated=lambda: self.terminated).run()
+                outcome = Supervisor(dom, chans, spool, plan.timeouts, self.config.limits,
+                                     exec_time=self.started_at, terminated=lambda: self.terminated,
+                                     checks=self._health_checks(dom)).run()
             finally:
                 self._chans = None
                 chans.close()
             self._qemu_exited = True
             log.info("guest gone %.2fs after exec", time.monotonic() - self.started_at)
             if outcome.output_overflow:
-                raise UsageError(
+                raise JobError(
                     f"the job's output files exceed the site limit of {self.config.limits.max_output_bytes} bytes"
                 )
             if outcome.output_bytes:
                 self._return_output(spool, plan)
         return outcome.exit_status
+
+    def _health_checks(self, dom) -> list:
+        """What must stay true while the guest runs (racf_vm.job.supervise)."""
+        return [lambda: domain.check_not_stopped_on_error(dom)]
 
     def _return_output(self, spool, plan: planner.JobPlan) -> None:
         spool.flush()

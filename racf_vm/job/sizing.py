@@ -34,6 +34,7 @@ class SlotLimits:
 
     memory_bytes: Optional[int]
     cpus: Optional[int]
+    cpu_cap: Optional[int] = None  # CPUs the cgroup may run on (cpuset): a bound, not a size
 
 
 @dataclass(frozen=True)
@@ -125,10 +126,25 @@ def _v1_limits(controllers: dict[str, str], dirs: dict[str, str], root: str) -> 
     return SlotLimits(memory_bytes=memory, cpus=cpus)
 
 
+def parse_cpu_list(text: Optional[str]) -> Optional[int]:
+    """How many CPUs a cpuset list such as ``0-3,6`` names (None when unreadable)."""
+    if not text:
+        return None
+    count = 0
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            count += int(hi or lo) - int(lo) + 1
+    except ValueError:
+        return None
+    return count if count > 0 else None
+
+
 def _v2_limits(path: str, root: str) -> SlotLimits:
     chain = _ancestors(path)
     if not chain:
         return SlotLimits(None, None)
+    cpu_cap = parse_cpu_list(_read_first_line(os.path.join(root, chain[0], "cpuset.cpus.effective")))
     memory = None
     cpus = None
     weight_found = False
@@ -157,7 +173,7 @@ def _v2_limits(path: str, root: str) -> SlotLimits:
                     cpus = _min(cpus, _quota_cpus(int(fields[0]), int(fields[1])))
                 except ValueError:
                     pass
-    return SlotLimits(memory_bytes=memory, cpus=cpus)
+    return SlotLimits(memory_bytes=memory, cpus=cpus, cpu_cap=cpu_cap)
 
 
 def read_cgroup_limits(proc_self_cgroup_text: str,
@@ -184,15 +200,22 @@ def read_cgroup_limits(proc_self_cgroup_text: str,
             v2_path = path
             continue
         for ctrl in ctrls.split(","):
-            if ctrl in ("memory", "cpu"):
+            if ctrl == "cpuset":
+                v1["cpuset"] = path
+            elif ctrl in ("memory", "cpu"):
                 v1[ctrl] = path
                 # usually <root>/cpu is a symlink to <root>/cpu,cpuacct; use either
                 v1_dirs[ctrl] = ctrl if os.path.isdir(os.path.join(sysfs_root, ctrl)) else ctrls
     v1_result = _v1_limits(v1, v1_dirs, sysfs_root) if v1 else SlotLimits(None, None)
     v2_result = _v2_limits(v2_path, sysfs_root) if v2_path is not None else SlotLimits(None, None)
+    cpuset_v1 = None
+    if "cpuset" in v1:
+        cpuset_v1 = parse_cpu_list(_read_first_line(
+            os.path.join(sysfs_root, "cpuset", v1["cpuset"].lstrip("/"), "cpuset.effective_cpus")))
     return SlotLimits(
         memory_bytes=v1_result.memory_bytes if "memory" in v1 else v2_result.memory_bytes,
         cpus=v1_result.cpus if "cpu" in v1 else v2_result.cpus,
+        cpu_cap=cpuset_v1 if "cpuset" in v1 else v2_result.cpu_cap,
     )
 
 
@@ -201,23 +224,20 @@ def plan_vm_size(limits: SlotLimits, policy: SizingConfig, host_cpus: int,
                  hint_memory_mib: Optional[int] = None) -> VMSize:
     """Decide the VM's vCPUs and memory.
 
-    cpus: the cgroup's count if known, else the machine-ad hint, else ``min_cpus``; a hint
-    only ever lowers; the result is at least ``min_cpus`` and at most the host's CPUs and
-    ``max_cpus`` (when not 0).
+    cpus: the cgroup's count if known, else ``min_cpus`` (never a number from the
+    user-writable machine ad: a hint only ever lowers); at least ``min_cpus`` and at most
+    the host's CPUs, the cgroup's cpuset and ``max_cpus`` (when not 0).
     memory: min(cgroup memory - overhead, hint - overhead, cpus x memory_per_core, host
     memory), so never above the slot; below ``min_memory_mib`` the job is refused.
     """
     upper = max(1, host_cpus)
     if policy.max_cpus:
         upper = min(upper, policy.max_cpus)
-    if limits.cpus is not None:
-        cpus = limits.cpus
-        if hint_cpus is not None and hint_cpus > 0:
-            cpus = min(cpus, hint_cpus)
-    elif hint_cpus is not None and hint_cpus > 0:
-        cpus = hint_cpus
-    else:
-        cpus = policy.min_cpus
+    if limits.cpu_cap:
+        upper = min(upper, limits.cpu_cap)
+    cpus = limits.cpus if limits.cpus is not None else policy.min_cpus
+    if hint_cpus is not None and hint_cpus > 0:
+        cpus = min(cpus, hint_cpus)
     cpus = min(max(cpus, policy.min_cpus), upper)
 
     memory = min(cpus * policy.memory_per_core_mib, host_memory_mib)

@@ -4,6 +4,9 @@ every time limit, and stop it when HTCondor asks.
 Every wait is bounded by the site's [timeouts]: ``boot`` until the runner reports
 ``started``, ``job`` while the command runs, ``poweroff`` for the output archive after the
 command's end, ``shutdown_grace`` after SIGTERM, ``after_destroy`` for a destroyed VM to go.
+Every ``health`` seconds the run's checks look at what must stay true while the guest runs
+(the domain is not paused on a disk error, the untrusted network's rules are in place); a
+failed check stops the guest.
 Once the job has ended and its output archive is complete, the guest is destroyed rather
 than waited for: its disk is thrown away, so its power-off buys nothing.
 """
@@ -11,19 +14,21 @@ than waited for: its disk is thrown away, so its power-off buys nothing.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Optional
+from typing import BinaryIO, Callable, Optional, Sequence
 
 from racf_vm.condor.sandbox import archive_complete
-from racf_vm.config import TimeoutsConfig
-from racf_vm.core.errors import Cancelled, TemporaryError
+from racf_vm.config import LimitsConfig, TimeoutsConfig
+from racf_vm.core.errors import Cancelled, JobError, RacfError, TemporaryError
 from racf_vm.guest.channels import GuestChannels, PumpResult
 from racf_vm.guest.protocol import StatusLine
+from racf_vm.job.streams import StreamSink
 from racf_vm.vm import domain
 
 log = logging.getLogger(__name__)
+
+MAX_LOGGED_INVALID = 3  # the job's stderr gets a few, then one count
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class GuestState:
         self.ended_at: Optional[float] = None
         self.exit_status: Optional[int] = None
         self.error: Optional[str] = None
+        self.job_error = False
+        self.invalid = 0  # invalid status lines: a hostile guest may send millions
 
     def on_status(self, line: StatusLine) -> None:
         now = time.monotonic()
@@ -54,22 +61,12 @@ class GuestState:
             log.info("guest command exited with %d, %.2fs after exec", line.code, now - self.exec_time)
             self._on_end()
         elif line.kind == "error" and self.ended_at is None:
-            self.error, self.ended_at = line.text, now
+            self.error, self.job_error, self.ended_at = line.text, line.job, now
             self._on_end()
         elif line.kind == "invalid":
-            log.warning("ignoring an invalid status line from the guest: %r", line.text)
-
-
-def fd_writer(fd: int) -> Callable[[bytes], None]:
-    def write(data: bytes) -> None:
-        try:
-            while data:
-                n = os.write(fd, data)
-                data = data[n:]
-        except OSError:  # the job's stdout went away: keep the job running regardless
-            pass
-
-    return write
+            self.invalid += 1
+            if self.invalid <= MAX_LOGGED_INVALID:
+                log.warning("ignoring an invalid status line from the guest: %r", line.text)
 
 
 def output_complete(spool: BinaryIO) -> bool:
@@ -84,31 +81,59 @@ def output_complete(spool: BinaryIO) -> bool:
 class Supervisor:
     """Runs one guest to its end on its connected channels."""
 
-    def __init__(self, dom, chans: GuestChannels, spool: BinaryIO, timeouts: TimeoutsConfig, *,
-                 exec_time: float, terminated: Callable[[], bool]):
+    def __init__(self, dom, chans: GuestChannels, spool: BinaryIO, timeouts: TimeoutsConfig,
+                 limits: LimitsConfig, *, exec_time: float, terminated: Callable[[], bool],
+                 checks: Sequence[Callable[[], None]] = ()):
         self.dom = dom
+        self.checks = checks  # each raises a RacfError when the guest must not go on
+        self._next_check = 0.0
+        self._destroyed = False
         self.chans = chans
         self.spool = spool
         self.t = timeouts
         self.terminated = terminated
         self.state = GuestState(exec_time, on_end=chans.interrupt)
-        self._out, self._err = fd_writer(1), fd_writer(2)
+        self.streams = (StreamSink(1, "stdout", limits.max_stdout_bytes, timeouts.output_stall, chans.interrupt),
+                        StreamSink(2, "stderr", limits.max_stderr_bytes, timeouts.output_stall, chans.interrupt))
 
     def _pump(self, deadline: float) -> PumpResult:
-        return self.chans.pump(deadline, self._out, self._err, self.spool, self.state.on_status)
+        """Pump until ``deadline`` or the next health check, whichever comes first."""
+        now = time.monotonic()
+        if now >= self._next_check and not self._destroyed:
+            self._next_check = now + self.t.health
+            for check in self.checks:
+                try:
+                    check()
+                except RacfError:
+                    self._destroy()
+                    raise
+        out, err = self.streams
+        result = self.chans.pump(min(deadline, self._next_check), out.write, err.write, self.spool,
+                                 self.state.on_status)
+        for sink in self.streams:
+            if sink.overflow:
+                self._destroy()
+                raise JobError(f"the job wrote more than the site limit of {sink.cap} bytes to its "
+                               f"{sink.name}; it was stopped")
+        return result
 
     def _destroy(self) -> float:
+        self._destroyed = True
         domain.destroy(self.dom)
         return time.monotonic()
 
     def run(self) -> GuestOutcome:
         """Until the guest is gone; then its exit status (TemporaryError if it never said)."""
         result = self._until_gone()
+        if self.state.invalid > MAX_LOGGED_INVALID:
+            log.warning("ignored %d more invalid status lines from the guest",
+                        self.state.invalid - MAX_LOGGED_INVALID)
         if self.terminated():
             raise Cancelled()
         state = self.state
         if state.error is not None:
-            raise TemporaryError(f"the guest could not run the job: {state.error}")
+            cls = JobError if state.job_error else TemporaryError
+            raise cls(f"the guest could not run the job: {state.error}")
         if state.exit_status is None:
             raise TemporaryError("the guest stopped without reporting the job's exit status")
         return GuestOutcome(state.exit_status, result.output_bytes, result.output_overflow)
@@ -145,7 +170,7 @@ class Supervisor:
                 deadline = state.started_at + t.job
                 if now >= deadline:
                     self._destroy()
-                    raise TemporaryError(f"the job ran longer than the site limit of {t.job:g}s")
+                    raise JobError(f"the job ran longer than the site limit of {t.job:g}s")
             elif now >= deadline:
                 self._destroy()
                 raise TemporaryError(f"the guest did not start the job within {t.boot:g}s")

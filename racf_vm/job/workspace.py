@@ -89,3 +89,14 @@ def ensure_private_dir(path: str) -> str:
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
         raise RefusedError(f"{path} must be a root-owned 0700 directory")
     return path
+
+
+def check_free_space(path: str, need: int, what: str) -> None:
+    """TemporaryError unless the filesystem of ``path`` has ``need`` bytes free for root's
+    non-reserved use: a job must not start with disks that cannot grow as they may."""
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        gib = 1 << 30
+        raise TemporaryError(f"{path} has {free / gib:.1f} GiB free but {what} may need "
+                             f"{need / gib:.1f} GiB; the job will be retried")

@@ -105,3 +105,21 @@ def check_parent(starter_path: str, *, allow_pid_ns_init: bool = False) -> int:
     if os.getppid() != ppid:
         raise _refuse(f"the parent process {ppid} exited during the check")
     return ppid
+
+
+def sandbox_paths(execute: str, starter_pid: int) -> tuple[str, str]:
+    """The sandbox the starter made for this job: ``EXECUTE/dir_<pid>``, or its ``scratch``
+    when STARTER_NESTED_SCRATCH is on."""
+    sandbox = os.path.join(execute, f"dir_{starter_pid}")
+    return sandbox, os.path.join(sandbox, "scratch")
+
+
+def check_sandbox(workdir: str, execute: str, starter_pid: int) -> None:
+    """Refuse a working directory (from the job's own _CONDOR_SCRATCH_DIR) that is not the
+    sandbox the verified starter made: the guest creates it, so it must never be a path of
+    the user's choosing."""
+    if workdir not in sandbox_paths(execute, starter_pid):
+        raise RefusedError(
+            f"_CONDOR_SCRATCH_DIR is {workdir!r:.120}, not the sandbox HTCondor made for this job "
+            f"({sandbox_paths(execute, starter_pid)[0]}); run racf-vm as the job's executable, "
+            "or ask the administrator to set [parent] execute to EXECUTE")

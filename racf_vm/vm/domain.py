@@ -145,6 +145,18 @@ def destroy(dom: "libvirt.virDomain") -> None:
         raise TemporaryError("could not destroy the virtual machine", detail=str(exc)) from exc
 
 
+def check_not_stopped_on_error(dom: "libvirt.virDomain") -> None:
+    """TemporaryError when QEMU paused the guest on an I/O error (a full disk on the node:
+    QEMU's default for ENOSPC is to stop and wait, which would otherwise wait for days)."""
+    try:
+        state, reason = dom.state(0)
+    except libvirt.libvirtError:
+        return  # gone: the channels' EOF tells the rest
+    if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_IOERROR:
+        raise TemporaryError("the guest stopped on a disk error (is the node's disk full?); "
+                             "the job will be retried")
+
+
 def _exists(conn: "libvirt.virConnect", name: str) -> bool:
     try:
         dom = conn.lookupByName(name)

@@ -1,6 +1,10 @@
 """End-to-end: infrastructure failures requeue the job (exit 75 + .job_wrapper_failure)."""
 
 import contextlib
+import re
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +45,38 @@ def test_guest_never_reports(site):
     finally:
         testenv.write_site(site["images"])
     _assert_requeued(result, "did not start the job")
+
+
+def test_a_full_node_disk_stops_the_job_within_seconds(site):
+    """Item 8: the node's disk fills while the job runs; QEMU pauses the guest on ENOSPC (its
+    default), the wrapper notices within seconds, tears down and requeues the job, instead
+    of waiting for the week-long job time limit. (A small tmpfs stands in for the disk.)"""
+    jobs = testenv.STATE_DIR / "jobs"
+    subprocess.run(["/usr/bin/mount", "-t", "tmpfs", "-o", "size=400m,mode=0711", "tmpfs", str(jobs)],
+                   check=True)
+    filler = jobs / "filler"  # not a job tag: gc leaves it alone; removed below
+    try:
+        with site_config(site, "\n[limits]\nmax_output_bytes = 1048576\n"):
+            cmd = testenv.job_command("busybox", "/bin/sh", [
+                "-c", "echo ready; sleep 3; dd if=/dev/urandom of=big bs=1M count=150; echo wrote"])
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+            assert proc.stdout.readline() == b"ready\n"
+            with open(filler, "wb") as f:  # the rest of the disk goes to someone else
+                try:
+                    while True:
+                        f.write(b"\0" * (1 << 20))
+                        f.flush()
+                except OSError:
+                    pass
+            started = time.monotonic()
+            out, err = proc.communicate(timeout=300)
+            noticed = time.monotonic() - started
+        sandbox = Path(re.search(r"^starter: sandbox=(.*)$", err.decode(), re.M).group(1))
+        result = testenv.JobResult(proc.returncode, out.decode(), err.decode(), sandbox, noticed)
+        _assert_requeued(result, "stopped on a disk error")
+        assert b"wrote" not in out
+        assert noticed < 120, noticed  # seconds, not the job time limit (a bound, not a timing goal)
+    finally:
+        filler.unlink(missing_ok=True)
+        subprocess.run(["/usr/bin/umount", str(jobs)], check=True)

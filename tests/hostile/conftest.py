@@ -131,6 +131,9 @@ def catalog_entry(site, name: str, path, **kw):
         yield name
     finally:
         f.unlink()
+        prepared = testenv.STATE_DIR / "prepared"  # a crafted image's layer goes with it
+        for leftover in [*prepared.glob(f"{name}-*"), *prepared.glob(f".locks/{name}-*")]:
+            leftover.unlink()
 
 
 @contextlib.contextmanager

@@ -8,7 +8,9 @@ Taken before and after a hostile job; the two must be equal. It records:
   guest runner: owner, mode, size, mtime (a chown or write by libvirt/qemu would show);
 - the firewall: `nft -s list ruleset` and `iptables-save`/`ip6tables-save` without counters;
 - new files owned by the job user or root under /tmp, /var/tmp, /dev/shm (depth 3), and any
-  file owned by the job user anywhere under /etc, /var/lib/racf-vm-test/state, /root.
+  file owned by the job user anywhere under /etc, /var/lib/racf-vm-test/state, /root;
+- libvirt networks, host bridges and dnsmasq instances;
+- leftover processes: QEMU of racf-vm domains, anything of the job user or of racf-prep.
 """
 
 from __future__ import annotations
@@ -77,6 +79,54 @@ def _firewall() -> dict:
         "iptables": _cmd(["/usr/sbin/iptables-save"]),
         "ip6tables": _cmd(["/usr/sbin/ip6tables-save"]),
     }
+
+
+def _networks() -> list:
+    """libvirt networks (active or not), host bridges and the dnsmasq instances serving them."""
+    import json
+
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        rows = sorted(("network", n.name(), bool(n.isActive())) for n in conn.listAllNetworks())
+    finally:
+        conn.close()
+    links = json.loads(_cmd(["/usr/sbin/ip", "-j", "link", "show", "type", "bridge"]) or "[]")
+    rows += sorted(("bridge", link["ifname"]) for link in links)
+    rows += sorted(("dnsmasq", cmd) for cmd in _process_cmdlines() if cmd.startswith("/usr/sbin/dnsmasq"))
+    return rows
+
+
+def _process_cmdlines(uids=None) -> list:
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if uids is not None and os.stat(f"/proc/{pid}").st_uid not in uids:
+                continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                out.append(f.read().replace(b"\0", b" ").decode(errors="replace").strip())
+        except OSError:
+            continue
+    return sorted(c for c in out if c)
+
+
+def _leftover_processes() -> list:
+    """What a job may start and must not leave running: QEMU of racf-vm domains, processes
+    of the job user and of the preparation account (libguestfs)."""
+    import pwd
+
+    uids = {JOB_UID}
+    try:
+        uids.add(pwd.getpwnam("racf-prep").pw_uid)
+    except KeyError:
+        pass
+    rows = [("user", c) for c in _process_cmdlines(uids)]
+    rows += [("qemu", c.split("guest=", 1)[1].split(",")[0]) for c in _process_cmdlines()
+             if c.startswith("/usr/bin/qemu-system") and "guest=racf-vm-" in c]
+    return sorted(rows)
 
 
 def _hashed(rows: list) -> list:
@@ -159,6 +209,8 @@ class Snapshot:
     firewall: dict
     scratch: set
     job_user_files: list
+    networks: list
+    processes: list
 
     @classmethod
     def take(cls, exclude: Iterable[str] = ()) -> "Snapshot":
@@ -170,6 +222,8 @@ class Snapshot:
             firewall=_firewall(),
             scratch=_scratch_files(exclude),
             job_user_files=_job_user_files(),
+            networks=_networks(),
+            processes=_leftover_processes(),
         )
 
     def diff(self, after: "Snapshot") -> list:
@@ -181,10 +235,12 @@ class Snapshot:
         """
         if os.environ.get("RACF_HOSTILE_SHARED") == "1":
             keep = lambda rows: [r for r in rows if "/jobs/" not in r[0]]
-            self = dataclasses.replace(self, domains=[], state=keep(self.state), firewall={})
-            after = dataclasses.replace(after, domains=[], state=keep(after.state), firewall={})
+            self = dataclasses.replace(self, domains=[], state=keep(self.state), firewall={}, networks=[],
+                                       processes=[])
+            after = dataclasses.replace(after, domains=[], state=keep(after.state), firewall={}, networks=[],
+                                        processes=[])
         out = []
-        for f in ("domains", "state", "trusted", "job_user_files"):
+        for f in ("domains", "state", "trusted", "job_user_files", "networks", "processes"):
             a, b = getattr(self, f), getattr(after, f)
             if a != b:
                 out.append(f"{f}: removed {sorted(set(map(repr, a)) - set(map(repr, b)))}, "

@@ -310,3 +310,94 @@ def test_row40_hostile_guest_filesystem(site):
     finally:
         if result.sandbox:
             subprocess.run(["rm", "-rf", str(result.sandbox)])
+
+
+def test_sizing_the_machine_ad_cannot_raise_the_vm_above_the_slot(site):
+    """Item 5: .machine.ad is user-writable; claiming a bigger slot there changes nothing.
+    The guest sees the slot's CPU count and at most the slot's memory."""
+    result = run(command="/bin/sh", args=["-c", "grep -c ^processor /proc/cpuinfo; "
+                                                "awk '/MemTotal/ {print $2}' /proc/meminfo"],
+                 memory_mib=512, cpus=1, starter_opts=["--machine-ad", "Cpus = 8",
+                                                       "--machine-ad", "Memory = 65536"])
+    assert result.status == 0, result.stderr
+    cpus, mem_kib = (int(x) for x in result.stdout.split())
+    assert cpus == 1
+    assert mem_kib <= 512 * 1024
+
+
+def test_item1_nothing_privileged_touches_the_jobs_private_tmp(site):
+    """Under HTCondor's default MOUNT_UNDER_SCRATCH (the stand-in's too) the job's /tmp and
+    /var/tmp are <sandbox>/tmp and <sandbox>/var/tmp, owned by the user. With the KVM probe
+    forced to run (no cached answer) and the job running, nothing root owns ever appears in
+    them: the wrapper works in /tmp and /var/tmp of its own."""
+    accel_cache = testenv.STATE_DIR / "accel.json"
+    accel_cache.unlink(missing_ok=True)
+    cmd = testenv.job_command("busybox", "/bin/sh", ["-c", "sleep 2; echo done"])
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = proc.stderr.readline().decode()
+    assert line.startswith("starter: sandbox="), line
+    sandbox = Path(line.split("=", 1)[1].strip())
+    seen, stop = set(), threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            for top in (sandbox / "tmp", sandbox / "var" / "tmp"):
+                for p in top.rglob("*") if top.is_dir() else ():
+                    try:
+                        if p.lstat().st_uid != JOB_UID:
+                            seen.add(str(p))
+                    except FileNotFoundError:
+                        pass
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        stop.set()
+        watcher.join()
+    try:
+        assert proc.returncode == 0, err
+        assert out == b"done\n"
+        assert (sandbox / "tmp").is_dir() and (sandbox / "tmp").stat().st_uid == JOB_UID
+        assert seen == set()
+        assert accel_cache.exists()  # the probe did run
+    finally:
+        subprocess.run(["rm", "-rf", str(sandbox)])
+
+
+FLOOD = r"""
+# hostile guest (test image): before the runner starts, flood the status port with garbage
+for p in /sys/class/virtio-ports/*; do
+    [ "$(cat $p/name)" = org.racf.vm.status ] || continue
+    i=0
+    while [ $i -lt 20000 ]; do echo "garbage line $i"; i=$((i + 1)); done > /dev/${p##*/}
+done
+"""
+
+
+def test_item9_a_guest_flooding_the_status_port_costs_bounded_log_lines(site):
+    """A hostile (untrusted-style) image writes tens of thousands of invalid status lines
+    before the runner starts; the job still runs, and its stderr gets a few racf-vm lines,
+    not one per line the guest sent."""
+    disk = HOSTILE_DIR / "flood.qcow2"
+    subprocess.run(["/usr/bin/cp", str(site["small"] / "disk.qcow2"), str(disk)], check=True)
+    rcs = HOSTILE_DIR / "rcS"
+    original = subprocess.run(["/usr/bin/guestfish", "--ro", "--format=qcow2", "-a", str(site["small"] / "disk.qcow2"),
+                               "-m", "/dev/sda", "cat", "/etc/init.d/rcS"], check=True, capture_output=True,
+                              env={"LIBGUESTFS_BACKEND_SETTINGS": "force_tcg", "PATH": "/usr/bin:/bin",
+                                   "HOME": "/root"}).stdout.decode()
+    rcs.write_text(original.replace("if [ -x /etc/rc.local ]; then", FLOOD + "if [ -x /etc/rc.local ]; then"))
+    subprocess.run(["/usr/bin/guestfish", "--format=qcow2", "-a", str(disk), "-m", "/dev/sda",
+                    "upload", str(rcs), "/etc/init.d/rcS"], check=True,
+                   env={"LIBGUESTFS_BACKEND_SETTINGS": "force_tcg", "PATH": "/usr/bin:/bin", "HOME": "/root"})
+    os.chmod(disk, 0o644)
+    sha = subprocess.run(["/usr/bin/sha256sum", str(disk)], check=True, capture_output=True,
+                         text=True).stdout.split()[0]
+    with catalog_entry(site, "h-flood", disk, sha256=sha):
+        result = run(wrapper_args=["-i", "h-flood"], command="/bin/sh", args=["-c", "echo still-ran"])
+    assert result.status == 0, result.stderr
+    assert result.stdout == "still-ran\n"
+    lines = racf_lines(result)
+    assert 1 <= len(lines) <= 5 and "more invalid status lines" in lines[-1], lines

@@ -540,6 +540,16 @@ def test_row37_package_file_writable(module):
     assert_refused(r, 77, str(path), "writable by others")
 
 
+@pytest.mark.parametrize("module", ["requests.models", "classad2"])
+def test_row37_a_venv_module_imported_later_is_checked_first(module):
+    """Item 4: what the privileged process imports from the venv after its self check (the
+    HTTP stack in the wrapper, classad2 in the child reading the job ad) is checked before
+    it runs, file by file, not only at the top of sys.path."""
+    path = _package_file(module)
+    r = _trust_case(path, mode=0o666)
+    assert_refused(r, 77, str(path), "writable by others")
+
+
 def test_row37_package_dir_group_writable():
     path = _package_file("racf_vm.job.run").parent
     r = _trust_case(path, mode=0o775)
@@ -587,3 +597,11 @@ def test_row39_qemu_runs_as_root(line, words):
         QEMU_CONF.write_bytes(original)
         os.utime(QEMU_CONF, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert_refused(r, 77, str(QEMU_CONF), words)
+
+
+@pytest.mark.parametrize("forged", ["/etc/sudoers.d", "/root/.ssh", "/var/spool/cron/crontabs"])
+def test_item2_a_working_directory_of_the_users_choosing_is_refused(site, forged):
+    """The job re-execs the wrapper (same parent: the starter) with _CONDOR_SCRATCH_DIR
+    pointing at a directory that root in a trusted guest would create and give the user."""
+    r = run(job_argv=["/bin/sh", "-c", f'_CONDOR_SCRATCH_DIR={forged} exec {SHIM} -i busybox'])
+    assert_refused(r, 77, "_CONDOR_SCRATCH_DIR", "not the sandbox HTCondor made")

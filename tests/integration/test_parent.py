@@ -137,3 +137,15 @@ def test_refused_in_other_user_namespace(site):
     msg = refused(verdict, "")
     assert ("cannot read the parent's program" in msg  # /proc access denied across userns
             or "the parent process is in another user namespace" in msg), msg
+
+
+def test_the_working_directory_must_be_the_starters_sandbox():
+    from racf_vm.core.errors import RefusedError
+    from racf_vm.trust.starter import check_sandbox
+
+    check_sandbox("/var/lib/condor/execute/dir_4242", "/var/lib/condor/execute", 4242)
+    check_sandbox("/var/lib/condor/execute/dir_4242/scratch", "/var/lib/condor/execute", 4242)
+    for bad in ("/etc/sudoers.d", "/var/lib/condor/execute/dir_4243", "/var/lib/condor/execute",
+                "/var/lib/condor/execute/dir_4242/scratch/x", "/root/.ssh"):
+        with pytest.raises(RefusedError, match="not the sandbox HTCondor made"):
+            check_sandbox(bad, "/var/lib/condor/execute", 4242)

@@ -112,6 +112,7 @@ runner = "{RUNNER}"
 
 [parent]
 starter = "{STARTER}"
+execute = "{EXECUTE_DIR}"
 
 [sizing]
 memory_per_core_mib = 512

@@ -23,6 +23,7 @@ from racf_vm.core.errors import TemporaryError
         (b"exit 0", StatusLine("exit", code=0)),
         (b"exit 255\r", StatusLine("exit", code=255)),
         (b"error no such user", StatusLine("error", text="no such user")),
+        (b"error job workdir exists", StatusLine("error", text="workdir exists", job=True)),
         (b"error \x1b[31mred\xff", StatusLine("error", text="?[31mred\ufffd")),
     ],
 )

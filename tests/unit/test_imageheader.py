@@ -289,3 +289,9 @@ def test_create_overlay_failure_leaves_nothing(root_dir):
     with pytest.raises(TemporaryError, match="qemu-img"):
         disks.create_overlay(job, os.path.join(root_dir, "missing.qcow2"), "qcow2", 64055, 64055)
     assert os.listdir(job) == []
+
+
+def test_free_space_check(tmp_path):
+    workspace.check_free_space(str(tmp_path), 1, "a test")
+    with pytest.raises(TemporaryError, match="GiB free but the job's disks may need"):
+        workspace.check_free_space(str(tmp_path), 1 << 60, "the job's disks")

@@ -121,3 +121,15 @@ def test_boot_method_from_the_catalog():
 def test_paths_and_timeouts_come_from_the_config():
     p = planner.plan_job(inputs(b'[paths]\nstate_dir = "/srv/racf"\n[timeouts]\njob = 60\n'))
     assert p.timeouts.job == 60 and p.job_dir.startswith("/srv/racf/jobs/")
+
+
+def test_untrusted_images_get_no_credentials_unless_the_catalog_says_so():
+    creds = (("A", "1"), ("X509_USER_PROXY", "/s/x509up_u2501"), ("_CONDOR_CREDS", "/s/.condor_creds"),
+             ("BEARER_TOKEN_FILE", "/s/t"), ("KRB5CCNAME", "FILE:/tmp/krb5cc_2501"))
+    req = dataclasses.replace(REQUEST, env=creds)
+    untrusted = dataclasses.replace(IMAGE, trust="untrusted", credentials=False)
+    p = planner.plan_job(inputs(request=req, image=untrusted))
+    assert p.guest_request.env == (("A", "1"),) and p.withhold_credentials
+    allowed = dataclasses.replace(untrusted, credentials=True)
+    p = planner.plan_job(inputs(request=req, image=allowed))
+    assert p.guest_request.env == creds and not p.withhold_credentials

@@ -167,10 +167,18 @@ def test_plan_hint_only_lowers():
 
 
 def test_plan_no_cgroup():
+    """When the cgroup says nothing (cgroup v2 gives a 1-CPU slot the kernel's default
+    weight), the site minimum is used: the user-writable machine ad can never raise it."""
     assert plan(SlotLimits(None, None)) == VMSize(1, 2048)
-    assert plan(SlotLimits(None, None), hint_cpus=4) == VMSize(4, 8192)
-    assert plan(SlotLimits(None, None), hint_cpus=64) == VMSize(8, 16384)  # clamped to host
-    assert plan(SlotLimits(None, None), hint_cpus=4, hint_mem=1000) == VMSize(4, 1000)
+    assert plan(SlotLimits(None, None), hint_cpus=4) == VMSize(1, 2048)
+    assert plan(SlotLimits(None, None), hint_cpus=64) == VMSize(1, 2048)
+    assert plan(SlotLimits(None, None), hint_cpus=4, hint_mem=1000) == VMSize(1, 1000)
+    assert plan(SlotLimits(None, None), SizingConfig(min_cpus=2), hint_cpus=8) == VMSize(2, 4096)
+
+
+def test_plan_cpuset_bounds_the_size():
+    assert plan(SlotLimits(None, 4, cpu_cap=2)) == VMSize(2, 4096)
+    assert plan(SlotLimits(None, None, cpu_cap=2), SizingConfig(min_cpus=4)) == VMSize(2, 4096)
 
 
 def test_plan_host_and_policy_caps():
@@ -193,3 +201,23 @@ def test_plan_too_small():
         plan(SlotLimits(300 * MIB, 1), SizingConfig(overhead_mib=100))
     with pytest.raises(RefusedError):
         plan(SlotLimits(None, None), hint_mem=100)
+
+
+def test_cpuset_lists():
+    from racf_vm.job.sizing import parse_cpu_list
+
+    assert parse_cpu_list("0-3,6") == 5 and parse_cpu_list("7") == 1 and parse_cpu_list("0-63") == 64
+    assert parse_cpu_list("") is None and parse_cpu_list("x") is None and parse_cpu_list(None) is None
+
+
+def test_v2_default_weight_says_nothing_and_cpuset_caps(tmp_path):
+    job = tmp_path / "slot" / "job"
+    job.mkdir(parents=True)
+    (job / "cpu.weight").write_text("100\n")  # the kernel default: HTCondor's 1-CPU slot, or nothing
+    (job / "cpuset.cpus.effective").write_text("0-2\n")
+    (job / "memory.max").write_text(str(2 * GIB) + "\n")
+    limits = read_cgroup_limits("0::/slot/job\n", str(tmp_path))
+    assert limits == SlotLimits(2 * GIB, None, cpu_cap=3)
+    assert plan(limits, hint_cpus=8) == VMSize(1, 2048)
+    (job / "cpu.weight").write_text("400\n")
+    assert plan(read_cgroup_limits("0::/slot/job\n", str(tmp_path))) == VMSize(3, 2048)

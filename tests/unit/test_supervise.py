@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from racf_vm.config import TimeoutsConfig
-from racf_vm.core.errors import Cancelled, TemporaryError
+from racf_vm.config import LimitsConfig, TimeoutsConfig
+from racf_vm.core.errors import Cancelled, JobError, TemporaryError
 from racf_vm.guest.channels import PumpResult
 from racf_vm.guest.protocol import StatusLine
 from racf_vm.job import supervise
 
 FAST = TimeoutsConfig(boot=0.3, job=0.5, poweroff=0.3, shutdown_grace=0.2, after_destroy=0.3,
-                      drain=0.02, end_poll=0.01)
+                      drain=0.02, end_poll=0.01, output_stall=0.2)
 
 
 def _tar() -> bytes:
@@ -48,6 +48,8 @@ class FakeGuest:
             if step[0] == "output":
                 sink.write(step[1])
                 self.output += len(step[1])
+            if step[0] == "stdout":
+                on_out(step[1])
             if step[0] == "wait":
                 time.sleep(max(0.0, deadline - time.monotonic()))
                 return PumpResult("deadline", self.output, False)
@@ -72,10 +74,11 @@ def fake_domain(monkeypatch):
     return guests
 
 
-def _run(guests, script, terminated=lambda: False):
+def _run(guests, script, terminated=lambda: False, limits=LimitsConfig()):
     guest = guests["g"] = FakeGuest(script)
     spool = io.BytesIO()
-    sup = supervise.Supervisor("dom", guest, spool, FAST, exec_time=time.monotonic(), terminated=terminated)
+    sup = supervise.Supervisor("dom", guest, spool, FAST, limits, exec_time=time.monotonic(),
+                               terminated=terminated)
     return sup, guest, spool
 
 
@@ -100,17 +103,21 @@ def test_a_guest_that_never_starts_the_job(fake_domain):
     assert guest.destroyed
 
 
-def test_the_site_time_limit(fake_domain):
+def test_the_site_time_limit_ends_the_job_without_requeue(fake_domain):
     sup, guest, _ = _run(fake_domain, [("status", "started")])
-    with pytest.raises(TemporaryError, match="longer than the site limit of 0.5s"):
+    with pytest.raises(JobError, match="longer than the site limit of 0.5s"):
         sup.run()
     assert guest.destroyed
 
 
-def test_runner_errors_and_silent_ends_are_temporary(fake_domain):
-    sup, _, _ = _run(fake_domain, [("status", "started"), ("status", "error", "", "no such user")])
-    with pytest.raises(TemporaryError, match="could not run the job: no such user"):
+def test_runner_errors_are_temporary_unless_the_job_caused_them(fake_domain):
+    sup, _, _ = _run(fake_domain, [("status", "started"), ("status", "error", "", "no context disk")])
+    with pytest.raises(TemporaryError, match="could not run the job: no context disk"):
         sup.run()
+    sup, _, _ = _run(fake_domain, [("status", "error", "", "user name taken", True)])
+    with pytest.raises(JobError, match="could not run the job: user name taken") as exc:
+        sup.run()
+    assert exc.value.exit_status == 65
 
 
 def test_sigterm_asks_for_a_shutdown_then_stops(fake_domain):
@@ -124,3 +131,38 @@ def test_sigterm_asks_for_a_shutdown_then_stops(fake_domain):
     with pytest.raises(Cancelled):
         sup.run()
     assert guest.shutdown_requested
+
+
+def test_a_guest_flooding_stdout_is_stopped_at_the_cap(fake_domain, capfd):
+    limits = LimitsConfig(max_stdout_bytes=10)
+    sup, guest, _ = _run(fake_domain, [("status", "started"), ("stdout", b"0123456789abcdef"),
+                                       ("wait",)], limits=limits)
+    with pytest.raises(JobError, match="more than the site limit of 10 bytes to its stdout"):
+        sup.run()
+    assert guest.destroyed and capfd.readouterr().out == "0123456789"
+
+
+def test_status_garbage_costs_a_bounded_number_of_log_lines(fake_domain, caplog):
+    garbage = [("status", "invalid", None, f"junk {i}") for i in range(1000)]
+    sup, _, _ = _run(fake_domain, [("status", "started"), *garbage, ("output", _tar()), ("status", "exit", 0)])
+    with caplog.at_level("WARNING"):
+        assert sup.run().exit_status == 0
+    lines = [r.getMessage() for r in caplog.records if "invalid status line" in r.getMessage()]
+    assert len(lines) == 4 and "ignored 997 more" in lines[-1]
+
+
+def test_a_failed_health_check_stops_the_guest(fake_domain):
+    calls = []
+
+    def disk_full():
+        calls.append(1)
+        if len(calls) > 1:
+            raise TemporaryError("the guest stopped on a disk error")
+
+    guest = fake_domain["g"] = FakeGuest([("status", "started"), ("wait",), ("wait",)])
+    t = TimeoutsConfig(boot=5, job=5, health=0.1, after_destroy=1)
+    sup = supervise.Supervisor("dom", guest, io.BytesIO(), t, LimitsConfig(), exec_time=time.monotonic(),
+                               terminated=lambda: False, checks=[disk_full])
+    with pytest.raises(TemporaryError, match="disk error"):
+        sup.run()
+    assert guest.destroyed and len(calls) >= 2
