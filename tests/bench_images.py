@@ -17,6 +17,7 @@ from racf_vm.config import ImagesConfig
 from racf_vm.images.publish import publish
 from racf_vm.images.sync import sync
 from racf_vm.images.fetch import Client, HttpSettings
+from racf_vm.images.fsutil import temp_file
 from tests.support.imageserver import ImageServer
 
 GIB = 1 << 30
@@ -45,9 +46,11 @@ def _throughput(work: str) -> None:
     compressed = os.path.getsize(os.path.join(web, "bench.raw.gz"))
     with ImageServer(web) as srv:
         url = srv.url + "bench.raw.gz"
-        with Client(HttpSettings(timeout=60, retries=0)) as client:
+        with Client(HttpSettings(timeout=60, deadline=600, retries=0)) as client:
             t0 = time.monotonic()
-            got = client.download_image(url, out, "bench.raw", "gzip", sha)
+            with temp_file(out, "bench.raw") as tmp:
+                got = client.download_image(url, tmp, "bench.raw", "gzip", sha, max_bytes=2 * GIB)
+                tmp.commit(0o644)
             ours = time.monotonic() - t0
         assert got.sha256 == sha
         os.unlink(os.path.join(out, "bench.raw"))

@@ -11,7 +11,7 @@ import click
 
 from racf_vm.core.errors import RacfError, TemporaryError
 from racf_vm.images.codecs import CODECS
-from racf_vm.images.fetch import Progress
+from racf_vm.images.stream import Progress
 
 
 class _TerminalProgress:
@@ -71,11 +71,13 @@ def sync_cmd(obj, source_url, cache_dir):
     progress = _TerminalProgress() if sys.stderr.isatty() else None
     try:
         report = sync(obj.config.images, source_url=source_url, cache_dir=cache_dir,
-                      progress=progress.for_image if progress else None)
+                      progress=progress.for_image if progress else None,
+                      sizes=_catalog_sizes(obj.config))
     finally:
         if progress:
             progress.close()
-    busy = f", {len(report.busy)} withdrawn but in use" if report.busy else ""
+    busy = (f", {len(report.busy)} kept while jobs use them ({', '.join(report.busy)})"
+            if report.busy else "")
     click.echo(f"images: {len(report.fetched)} fetched, {len(report.verified)} verified, "
                f"{len(report.removed)} removed, {report.unchanged} unchanged{busy}")
     # a job must never be the first to need a preparation it could have been spared
@@ -91,6 +93,24 @@ def prepare_cmd(obj, names):
     failures = _prepare_images(obj.config, names)
     if failures:
         raise TemporaryError(f"{failures} image(s) could not be prepared")
+
+
+def _catalog_sizes(cfg) -> dict[str, int]:
+    """sha256 -> exact size, for the catalog entries that give one (tighter download caps).
+    A catalog that does not load gives none here; preparing the images reports it."""
+    from racf_vm.images import catalog
+    from racf_vm.trust import pathtrust
+
+    try:
+        cat = catalog.load_catalog(cfg.paths.catalog_dir, check_trust=pathtrust.check_trusted_file)
+    except RacfError:
+        return {}
+    sizes: dict[str, int] = {}
+    for name in cat:
+        entry = cat[name]
+        if entry.size:
+            sizes[entry.sha256] = min(entry.size, sizes.get(entry.sha256, entry.size))
+    return sizes
 
 
 def _prepare_images(cfg, names=()) -> int:

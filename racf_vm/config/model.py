@@ -117,6 +117,8 @@ class ImagesConfig:
     retries: int = 3
     retry_delay: float = 2.0  # first backoff; doubled after each failure
     lock_timeout: float = 3600.0  # waiting for another process's download of an image
+    download_timeout: float = 3600.0  # one download (or list) whole, retries included
+    max_image_bytes: int = 64 * 1024**3  # decompressed size of one image (a bomb stops here)
     proxy: str = ""  # http(s) proxy URL (e.g. Squid); empty: direct
 
 

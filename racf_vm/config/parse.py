@@ -162,6 +162,9 @@ def _images(r: TableReader, image_dir: str) -> ImagesConfig:
         retries=r.integer("retries", d.retries, minimum=0, maximum=20),
         retry_delay=r.seconds("retry_delay", d.retry_delay),
         lock_timeout=r.seconds("lock_timeout", d.lock_timeout),
+        download_timeout=r.seconds("download_timeout", d.download_timeout),
+        max_image_bytes=r.integer("max_image_bytes", d.max_image_bytes, minimum=1 << 20,
+                                  maximum=1 << 50),
         proxy=r.string("proxy", d.proxy, pattern=r"https?://[^\s/?#]+/?"),
     )
 

@@ -15,6 +15,10 @@ Conventions shared by the publisher, the web server and every node:
   unchanged image is never hashed twice), ``.remote-list.json`` (the last list with its
   ETag / Last-Modified), ``.locks/`` (one flock file per image) and, while a download
   runs, ``.tmp-<basename>-<random>``.
-* A running job holds a shared flock on its base image (``hold_image``); withdrawing an
-  image takes a non-blocking exclusive flock and leaves a busy image in place.
+* A running job holds a shared flock on its base image (``hold_image``); withdrawing or
+  replacing an image takes a non-blocking exclusive flock and leaves a busy image in
+  place (reported, and handled by a later sync once free).
+* Every wait is bounded: an image's lock by ``[images] lock_timeout``; its holder's
+  network work by ``download_timeout`` (a wall clock over the whole transfer, not per
+  read); an image's size by ``max_image_bytes`` or the catalog's ``size``.
 """

@@ -84,6 +84,7 @@ class ImageEntry:
     boot: BootSpec
     context: ContextSpec
     credentials: bool = False  # does the guest get the job's credentials (racf_vm.condor.credentials)
+    size: int = 0  # exact bytes of the base file if the catalog says; 0: not given
 
     @property
     def trusted(self) -> bool:
@@ -118,6 +119,7 @@ def parse_image_entry(data: bytes, source: str) -> ImageEntry:
     sha = top.string("sha256", "", allow_empty=False).lower()
     if not re.fullmatch(SHA256_RE, sha):
         raise top.fail("sha256", "must be 64 hexadecimal digits")
+    size = top.integer("size", 0, minimum=0, maximum=1 << 50)
 
     boot_r = TableReader(top.raw("boot", None), source, text, "boot")
     method = boot_r.choice("method", "", ("kernel", "bootloader"))
@@ -144,7 +146,7 @@ def parse_image_entry(data: bytes, source: str) -> ImageEntry:
     ctx_r.finish()
     top.finish()
     return ImageEntry(
-        name=name, trust=trust, path=path, format=fmt, sha256=sha,
+        name=name, trust=trust, path=path, format=fmt, sha256=sha, size=size,
         boot=BootSpec(method=method, kernel=kernel, initrd=initrd, cmdline=cmdline),
         context=ContextSpec(filesystem=fs, fstype=fstype, hook=hook), credentials=credentials,
     )

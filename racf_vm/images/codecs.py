@@ -18,6 +18,9 @@ import zstandard
 from racf_vm.core.errors import TemporaryError
 
 OUT_CHUNK = 4 * 1024 * 1024  # largest piece of output handed to the caller at once
+# An xz header may ask for a 1.5 GiB dictionary; xz -9 needs 65 MiB. (zstd's own default
+# already refuses windows over 128 MiB.)
+XZ_MEMLIMIT = 256 * 1024 * 1024
 
 
 class CorruptDataError(TemporaryError):
@@ -87,7 +90,7 @@ class _Gzip(_Members):
 
 class _Xz(_Members):
     def _new(self):
-        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
 
     def _step(self, data: bytes) -> Iterator[bytes]:
         out = self.obj.decompress(data, OUT_CHUNK)

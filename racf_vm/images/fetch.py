@@ -8,37 +8,41 @@ are read raw (``decode_content=False``): a server that labels ``.gz`` files with
 
 Network trouble (refused or reset connections, timeouts, 5xx, a body shorter than its
 Content-Length) is retried a bounded number of times with exponential backoff; a wrong
-checksum, corrupt data, a 4xx or a local write error is not.
+checksum, corrupt data, a 4xx, an image over its cap or a local write error is not.
+Every request runs under a Deadline (racf_vm.images.deadline) that covers its retries
+too: the caller's ``client.deadline(...)`` block, else one of ``HttpSettings.deadline``.
+An image stops at ``max_bytes`` decompressed (and about as many compressed), so neither
+a decompression bomb nor an endless body fills the disk.
 """
 
-import hashlib
 import logging
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Iterator, Optional, TypeVar
 
 import requests
 import urllib3
 
-from racf_vm.core.errors import TemporaryError
-from racf_vm.images.codecs import CODECS, CorruptDataError, TruncatedDataError
-from racf_vm.images.fsutil import CacheWriteError, temp_file
+from racf_vm.core.errors import InternalError, TemporaryError
+from racf_vm.images.codecs import TruncatedDataError
+from racf_vm.images.deadline import ConnectionWatch, Deadline, WatchedAdapter
+from racf_vm.images.fsutil import TempFile
+from racf_vm.images.stream import Downloaded, Progress, pump
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1024 * 1024
-_HASH_AHEAD = 8  # decompressed chunks queued for the hashing thread
 USER_AGENT = "racf-vm-images/1"
 T = TypeVar("T")
-
-# Called for each piece read: (compressed bytes in this piece, Content-Length or None).
-Progress = Callable[[int, Optional[int]], None]
 
 
 class FetchError(TemporaryError):
     """The server could not be reached or did not give us the file."""
+
+
+class DeadlineError(FetchError):
+    """A transfer (with its retries) did not finish within its deadline: cut off."""
 
 
 class _Retryable(Exception):
@@ -52,6 +56,7 @@ class ChecksumMismatchError(TemporaryError):
 @dataclass(frozen=True)
 class HttpSettings:
     timeout: float = 30.0  # connect, and each read
+    deadline: float = 3600.0  # one request with its retries, outside a client.deadline() block
     retries: int = 3
     retry_delay: float = 2.0  # doubled after each failed attempt
     proxy: str = ""
@@ -64,17 +69,16 @@ class ListResponse:
     last_modified: str = ""
 
 
-@dataclass(frozen=True)
-class Downloaded:
-    sha256: str
-    size: int
-
-
 class Client:
     def __init__(self, settings: HttpSettings):
         self.settings = settings
         self.session = requests.Session()
         self.session.trust_env = False  # the environment is the caller's, not the site's
+        self._watch = ConnectionWatch()
+        adapter = WatchedAdapter(self._watch)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._deadline: Optional[Deadline] = None
         self.session.headers["User-Agent"] = USER_AGENT
         if settings.proxy:
             self.session.proxies = {"http": settings.proxy, "https": settings.proxy}
@@ -89,24 +93,51 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _retrying(self, what: str, attempt: Callable[[], T]) -> T:
+    @contextmanager
+    def deadline(self, seconds: float) -> Iterator[Deadline]:
+        """One deadline for every request made inside the block (e.g. all of an image
+        lock's hold); when it passes, the transfer under way is cut off."""
+        if self._deadline is not None:
+            raise InternalError("client.deadline() blocks do not nest")
+        with Deadline(seconds, self._watch) as dl:
+            self._deadline = dl
+            try:
+                yield dl
+            finally:
+                self._deadline = None
+
+    def _retrying(self, what: str, attempt: Callable[[Deadline], T]) -> T:
+        if self._deadline is None:
+            with self.deadline(self.settings.deadline):
+                return self._retrying(what, attempt)
+        dl = self._deadline
         delay = self.settings.retry_delay
         for number in range(self.settings.retries + 1):
+            if dl.expired:
+                break
             try:
-                return attempt()
+                result = attempt(dl)
             except _Retryable as e:
+                if dl.expired:
+                    break
                 if number == self.settings.retries:
                     raise FetchError(f"{what}: {e} (gave up after {number + 1} attempts)") from None
                 log.info("%s: %s; retrying in %.3gs", what, e, delay)
-                time.sleep(delay)
+                time.sleep(min(delay, dl.remaining()))
                 delay *= 2
-        raise AssertionError("unreachable")
+                continue
+            if not dl.fired:  # else the cut may have ended the data early
+                return result
+            break
+        raise DeadlineError(f"{what}: not finished within {dl.seconds:g}s ([images] "
+                            "download_timeout): cut off")
 
-    def _get(self, url: str, headers: dict[str, str]) -> requests.Response:
+    def _get(self, url: str, headers: dict[str, str], dl: Deadline) -> requests.Response:
         self.requests += 1
+        timeout = max(min(self.settings.timeout, dl.remaining()), 0.001)
         try:
             resp = self.session.get(url, headers=headers, stream=True, allow_redirects=True,
-                                    timeout=self.settings.timeout)
+                                    timeout=timeout)
         except requests.RequestException as e:
             raise _Retryable(_describe(e)) from None
         if resp.status_code >= 500 or resp.status_code == 429:
@@ -122,8 +153,8 @@ class Client:
         if last_modified:
             headers["If-Modified-Since"] = last_modified
 
-        def attempt() -> ListResponse:
-            with self._get(url, headers) as resp:
+        def attempt(dl: Deadline) -> ListResponse:
+            with self._get(url, headers, dl) as resp:
                 if resp.status_code == 304:
                     return ListResponse(None, etag, last_modified)
                 _check_ok(resp, url)
@@ -133,33 +164,37 @@ class Client:
 
         return self._retrying(f"fetching {url}", attempt)
 
-    def download_image(self, url: str, directory: str, name: str, codec: str,
-                       expected_sha256: str, progress: Optional[Progress] = None) -> Downloaded:
-        """Download, decompress and hash ``url`` into ``directory/name`` in one pass.
+    def download_image(self, url: str, tmp: TempFile, name: str, codec: str,
+                       expected_sha256: str, *, max_bytes: int,
+                       progress: Optional[Progress] = None) -> Downloaded:
+        """Download, decompress and hash ``url`` into ``tmp`` in one pass, at most
+        ``max_bytes`` of image; return only if it has ``expected_sha256``.
 
-        The data goes into ``.tmp-<name>-<random>``; only if the decompressed image has
-        ``expected_sha256`` is it fsynced and renamed to ``name``. Whatever fails, the
-        temporary file is removed.
+        The caller commits ``tmp`` (or, on any error, lets ``temp_file`` remove it).
         """
         headers = {"Cache-Control": "max-age=0", "Accept-Encoding": "identity"}
-        with temp_file(directory, name) as tmp:
-            def attempt() -> Downloaded:
-                tmp.truncate()
-                with self._get(url, headers) as resp:
-                    _check_ok(resp, url)
-                    return _pump(resp, codec, tmp.write, progress)
 
-            got = self._retrying(f"downloading {url}", attempt)
-            if got.sha256 != expected_sha256:
-                # The seed's "BAD checksums found": always a CRITICAL record for the
-                # operators, whatever the caller then does with the exception.
-                log.critical("BAD checksum for image %s from %s: got %s, expected %s; "
-                             "file discarded", name, url, got.sha256, expected_sha256)
-                raise ChecksumMismatchError(
-                    f"image {name} from {url} has sha256 {got.sha256}, expected "
-                    f"{expected_sha256}: discarded (publisher or proxy serves a bad file)")
-            tmp.commit(0o644)
-            return got
+        def attempt(dl: Deadline) -> Downloaded:
+            tmp.truncate()
+            with self._get(url, headers, dl) as resp:
+                _check_ok(resp, url)
+                length = resp.headers.get("Content-Length", "")
+                try:
+                    return pump(_raw_chunks(resp), int(length) if length.isdigit() else None,
+                                codec, tmp.write, progress, max_bytes, f"image {name} from {url}")
+                except TruncatedDataError as e:
+                    raise _Retryable(str(e)) from None
+
+        got = self._retrying(f"downloading {url}", attempt)
+        if got.sha256 != expected_sha256:
+            # The seed's "BAD checksums found": always a CRITICAL record for the
+            # operators, whatever the caller then does with the exception.
+            log.critical("BAD checksum for image %s from %s: got %s, expected %s; "
+                         "file discarded", name, url, got.sha256, expected_sha256)
+            raise ChecksumMismatchError(
+                f"image {name} from {url} has sha256 {got.sha256}, expected "
+                f"{expected_sha256}: discarded (publisher or proxy serves a bad file)")
+        return got
 
 
 def _describe(e: BaseException) -> str:
@@ -198,48 +233,3 @@ def _read_all(resp: requests.Response, max_bytes: int) -> bytes:
             raise FetchError(f"{resp.url}: larger than {max_bytes} bytes")
         parts.append(chunk)
     return b"".join(parts)
-
-
-def _pump(resp: requests.Response, codec: str, write: Callable[[bytes], None],
-          progress: Optional[Progress]) -> Downloaded:
-    """Read -> decompress -> write here, hash in a second thread (hashlib and zlib release
-    the GIL), so decompressing and hashing run on two CPUs like a shell pipeline."""
-    decoder = CODECS[codec].decompressor()
-    digest = hashlib.sha256()
-    total = int(resp.headers["Content-Length"]) if resp.headers.get("Content-Length", "").isdigit() else None
-    size = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
-        pending: deque = deque()
-        try:
-            for chunk in _raw_chunks(resp):
-                if progress is not None:
-                    progress(len(chunk), total)
-                for out in decoder.feed(chunk):
-                    pending.append(hasher.submit(digest.update, out))
-                    write(out)
-                    size += len(out)
-                    while len(pending) > _HASH_AHEAD:
-                        pending.popleft().result()
-            decoder.finish()
-        except TruncatedDataError as e:
-            raise _Retryable(str(e)) from None
-        except CorruptDataError as e:
-            raise CorruptDataError(f"{resp.url}: {e}") from None
-        finally:
-            for fut in pending:
-                fut.result()
-    return Downloaded(digest.hexdigest(), size)
-
-
-def hash_file(path: str) -> Downloaded:
-    """sha256 of a file already in the cache (one present but never verified)."""
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with open(path, "rb", buffering=0) as f:
-            while chunk := f.read(4 * READ_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-    except OSError as e:
-        raise CacheWriteError(f"{path}: cannot read: {e.strerror}") from None
-    return Downloaded(digest.hexdigest(), size)

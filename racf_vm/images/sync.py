@@ -5,30 +5,32 @@ Every change to one image (verify, download, replace, withdraw) happens under th
 image's lock, so N jobs wanting the same missing image cause one download while the
 others wait, then find it verified. An unchanged, verified cache costs one conditional
 request and a stat per image.
+
+Every wait is bounded: for an image's lock, ``[images] lock_timeout``; a lock's holder
+does all its network work (the list, the image, retries) within ``download_timeout``,
+after which the transfer is cut off and the lock freed; an image stops growing at
+``max_image_bytes`` (or the exact size the catalog gives). A file a running job holds
+is never removed or replaced (racf_vm.images.cacheimage).
 """
 
 import json
 import logging
 import os
-import re
+from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 from urllib.parse import quote
 
 from racf_vm.core.errors import ConfigError, TemporaryError
 from racf_vm.core.files import read_capped_or_none
 from racf_vm.images import index
+from racf_vm.images.cacheimage import bring_locked, sweep_temps, withdraw
 from racf_vm.images.checksums import RemoteImage, parse_list
-from racf_vm.images.fetch import (
-    ChecksumMismatchError,
-    Client,
-    FetchError,
-    HttpSettings,
-    Progress,
-    hash_file,
-)
-from racf_vm.images.fsutil import TMP_PREFIX, CacheWriteError, fsync_dir, write_atomic
-from racf_vm.images.locks import image_lock, try_exclusive
+from racf_vm.images.fetch import ChecksumMismatchError, Client, FetchError, HttpSettings
+from racf_vm.images.fsutil import write_atomic
+from racf_vm.images.locks import hold_image, image_lock
+from racf_vm.images.stream import Progress
 from racf_vm.images.syncplan import LocalImage, plan_sync
 from racf_vm.trust import pathtrust
 
@@ -43,7 +45,7 @@ class SyncReport:
     fetched: list[str] = field(default_factory=list)
     verified: list[str] = field(default_factory=list)  # already here, hashed once, correct
     removed: list[str] = field(default_factory=list)
-    busy: list[str] = field(default_factory=list)  # withdrawn but in use by a running job
+    busy: list[str] = field(default_factory=list)  # withdrawn or changed, in use by a job: kept
     unchanged: int = 0
     list_not_modified: bool = False
     requests: int = 0
@@ -67,8 +69,9 @@ class _Source:
 
 
 def _settings(images_cfg) -> HttpSettings:
-    return HttpSettings(timeout=images_cfg.http_timeout, retries=images_cfg.retries,
-                        retry_delay=images_cfg.retry_delay, proxy=images_cfg.proxy)
+    return HttpSettings(timeout=images_cfg.http_timeout, deadline=images_cfg.download_timeout,
+                        retries=images_cfg.retries, retry_delay=images_cfg.retry_delay,
+                        proxy=images_cfg.proxy)
 
 
 def prepare_cache_dir(path: str) -> str:
@@ -128,81 +131,17 @@ def local_state(cache_dir: str) -> dict[str, LocalImage]:
     return state
 
 
-def _remove_stale_temps(cache_dir: str, name: str) -> None:
-    """Temp files of ``name`` left by a killed process; only called under ``name``'s lock,
-    when nobody else can be writing one."""
-    pattern = re.compile(re.escape(f"{TMP_PREFIX}{name}-") + r"[0-9a-f]{12}")
-    for leftover in os.listdir(cache_dir):
-        if pattern.fullmatch(leftover):
-            log.info("removing %s left by an interrupted download", leftover)
-            os.unlink(os.path.join(cache_dir, leftover))
-
-
-# -- one image -----------------------------------------------------------------------------
-
-def _bring(client: Client, source: _Source, cache_dir: str, img: RemoteImage,
-           lock_timeout: float, progress: Optional[ProgressFactory]) -> str:
-    with image_lock(cache_dir, img.name, lock_timeout):
-        return _bring_locked(client, source, cache_dir, img, progress)
-
-
-def _bring_locked(client: Client, source: _Source, cache_dir: str, img: RemoteImage,
-                  progress: Optional[ProgressFactory]) -> str:
-    """Make ``cache_dir/img.name`` the verified image the list names; says what it did.
-    The caller holds the image's lock."""
-    path = os.path.join(cache_dir, img.name)
-    sha = index.verified_sha(cache_dir, img.name)
-    if sha == img.sha256:
-        return "unchanged"  # someone did it while we waited
-    if sha is None and os.path.lexists(path):
-        before = os.stat(path, follow_symlinks=False)
-        got = hash_file(path)
-        after = os.stat(path, follow_symlinks=False)
-        if got.sha256 == img.sha256 and index.Verified.of(got.sha256, before).matches(after):
-            index.record(cache_dir, img.name, got.sha256, after)
-            return "verified"
-    _remove_stale_temps(cache_dir, img.name)
-    client.download_image(source.image_url(img), cache_dir, img.name, img.codec,
-                          img.sha256, progress(img.name) if progress else None)
-    index.record(cache_dir, img.name, img.sha256, os.stat(path, follow_symlinks=False))
-    log.info("fetched image %s (%s)", img.name, img.sha256)
-    return "fetched"
-
-
-def _withdraw(cache_dir: str, name: str, lock_timeout: float) -> bool:
-    """Remove a withdrawn image unless a running job holds it; True if it is gone."""
-    path = os.path.join(cache_dir, name)
-    with image_lock(cache_dir, name, lock_timeout) as held:
-        try:
-            fd = try_exclusive(path)
-        except FileNotFoundError:
-            fd = None
-        else:
-            if fd is None:
-                return False
-        try:
-            if fd is not None:
-                os.unlink(path)
-                fsync_dir(cache_dir)
-        except OSError as e:
-            raise CacheWriteError(f"cannot remove withdrawn image {path}: {e.strerror}") from None
-        finally:
-            if fd is not None:
-                os.close(fd)
-        index.forget(cache_dir, [name])
-        held.remove = True
-        log.info("removed withdrawn image %s", name)
-        return True
-
-
 # -- entry points ----------------------------------------------------------------------------
 
 def sync(images_cfg, *, source_url: Optional[str] = None, cache_dir: Optional[str] = None,
-         progress: Optional[ProgressFactory] = None) -> SyncReport:
+         progress: Optional[ProgressFactory] = None,
+         sizes: Optional[Mapping[str, int]] = None) -> SyncReport:
     """Bring the whole cache in step with the server's list.
 
     ``images_cfg`` is the ``[images]`` config section; ``source_url`` and ``cache_dir``
-    override it. Raises SyncError (after trying every image) if some image failed.
+    override it. ``sizes`` maps a sha256 to the exact size of that image (the catalog's),
+    a tighter cap than ``max_image_bytes``. Raises SyncError (after trying every image)
+    if some image failed; an image a job holds is kept and reported ``busy``.
     """
     base = source_url if source_url is not None else images_cfg.source_url
     if not base:
@@ -213,17 +152,23 @@ def sync(images_cfg, *, source_url: Optional[str] = None, cache_dir: Optional[st
     failed: list[str] = []
     with Client(_settings(images_cfg)) as client:
         remote, report.list_not_modified = refresh_list(client, cache_dir, source.list_url)
+        sweep_temps(cache_dir, remote)
         plan = plan_sync(remote, local_state(cache_dir))
         report.unchanged = len(plan.keep)
         for name in plan.remove:
-            (report.removed if _withdraw(cache_dir, name, images_cfg.lock_timeout)
+            (report.removed if withdraw(cache_dir, name, images_cfg.lock_timeout)
              else report.busy).append(name)
         if plan.forget:
             index.forget(cache_dir, list(plan.forget))
         for name in plan.verify + plan.fetch:
+            img = remote[name]
+            cap = min(images_cfg.max_image_bytes,
+                      (sizes or {}).get(img.sha256, images_cfg.max_image_bytes))
             try:
-                done = _bring(client, source, cache_dir, remote[name], images_cfg.lock_timeout,
-                              progress)
+                with image_lock(cache_dir, name, images_cfg.lock_timeout), \
+                        client.deadline(images_cfg.download_timeout):
+                    done = bring_locked(client, source.image_url(img), cache_dir, img, cap,
+                                        progress(name) if progress else None)
             except ChecksumMismatchError:
                 failed.append(name)  # already logged as CRITICAL where it was found
                 continue
@@ -241,35 +186,39 @@ def sync(images_cfg, *, source_url: Optional[str] = None, cache_dir: Optional[st
     return report
 
 
-def ensure_image(entry, config, *, progress: Optional[ProgressFactory] = None) -> None:
-    """For a job: make sure ``entry``'s base image is in the cache and verified.
+def ensure_image(entry, config, *, progress: Optional[ProgressFactory] = None) -> bool:
+    """For a job: make sure ``entry``'s base image is in the cache and verified; True if
+    the cache manages it (then it is verified with the catalog's sha256).
 
     A no-op when no source is configured, when the entry's file lives outside the cache,
     or when the cached file is verified with the catalog's sha256 (a stat and an index
     read; no network). Otherwise fetches that one image under its lock, requiring the
-    server's list to agree with the catalog. Raises TemporaryError (exit 75: the job
-    runs elsewhere) when that fails.
+    server's list to agree with the catalog, within ``download_timeout`` for the list
+    and the image together, and no larger than the catalog's ``size`` (if given) or
+    ``max_image_bytes``. Raises TemporaryError (exit 75: the job runs elsewhere) when
+    that fails, or when another version is cached and running jobs still hold it.
     """
     cfg = config.images
     if not cfg.source_url:
-        return
+        return False
     cache_dir = os.path.normpath(cfg.cache_dir)
     path = os.path.normpath(entry.path)
     if os.path.dirname(path) != cache_dir:
         log.debug("image %s lives outside the cache (%s); not fetched", entry.name, path)
-        return
+        return False
     if entry.checksum_is_placeholder:
         raise ConfigError(f"image {entry.name}: the catalog has the placeholder sha256; "
                           "put the image's real checksum there")
     name = os.path.basename(path)
     prepare_cache_dir(cache_dir)
     if index.verified_sha(cache_dir, name) == entry.sha256:
-        return
+        return True
     source = _Source(cfg.source_url, cfg.checksum_file)
+    cap = min(cfg.max_image_bytes, entry.size or cfg.max_image_bytes)
     with Client(_settings(cfg)) as client:
-        with image_lock(cache_dir, name, cfg.lock_timeout):
+        with image_lock(cache_dir, name, cfg.lock_timeout), client.deadline(cfg.download_timeout):
             if index.verified_sha(cache_dir, name) == entry.sha256:
-                return  # another job fetched it while we waited
+                return True  # another job fetched it while we waited
             remote, _ = refresh_list(client, cache_dir, source.list_url)
             img = remote.get(name)
             if img is None:
@@ -279,4 +228,31 @@ def ensure_image(entry, config, *, progress: Optional[ProgressFactory] = None) -
                 raise FetchError(
                     f"image {entry.name}: the server has sha256 {img.sha256} but the catalog "
                     f"expects {entry.sha256}; update the catalog or republish the image")
-            _bring_locked(client, source, cache_dir, img, progress)
+            done = bring_locked(client, source.image_url(img), cache_dir, img, cap,
+                                progress(name) if progress else None)
+            if done == "busy":
+                raise TemporaryError(
+                    f"image {entry.name}: the node has another version of {name} that running "
+                    "jobs still use; it is replaced once they end")
+    return True
+
+
+@contextmanager
+def hold_for_job(entry, config, hold_timeout: float = 60.0) -> Iterator[int]:
+    """``ensure_image``, then hold the image for the job's lifetime (``locks.hold_image``).
+
+    A sync may replace a file no job holds yet, so once held, a cache-managed file is
+    checked to still be the one verified with the catalog's sha256, and fetched again
+    once if not.
+    """
+    for _ in range(2):
+        managed = ensure_image(entry, config)
+        with hold_image(entry.path, hold_timeout) as fd:
+            known = index.load(config.images.cache_dir).get(os.path.basename(entry.path))
+            if not managed or (known is not None and known.sha256 == entry.sha256
+                               and known.matches(os.fstat(fd))):
+                yield fd
+                return
+        log.info("image %s changed before the job could hold it; checking again", entry.name)
+    raise TemporaryError(f"image {entry.name}: the cached file keeps changing (a sync is "
+                         "replacing it); the job can run elsewhere")

@@ -106,8 +106,7 @@ class JobRun:
             from netpolicy import detect
 
             detect.choose(cfg.untrusted_network.backend, detect.host_flavour())
-        sync.ensure_image(image, cfg)
-        self._stack.enter_context(locks.hold_image(image.path))
+        self._stack.enter_context(sync.hold_for_job(image, cfg))
         base = imageheader.validate_base_image(image.path, image.format)
         for boot_file in (image.boot.kernel, image.boot.initrd):
             if boot_file:

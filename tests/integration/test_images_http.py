@@ -5,6 +5,7 @@ there is recorded in the verified index with its true sha256) and no temporary f
 left behind.
 """
 
+import dataclasses
 import hashlib
 import logging
 import multiprocessing
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -19,11 +21,15 @@ import pytest
 from racf_vm.images.catalog import BootSpec, ContextSpec, ImageEntry
 from racf_vm.config import Config, ImagesConfig
 from racf_vm.core.errors import TemporaryError
-from racf_vm.images.locks import hold_image
+from racf_vm.core.locking import LockTimeout
+from racf_vm.images.codecs import CODECS
+from racf_vm.images.locks import hold_image, image_lock
 from racf_vm.images.publish import publish
-from racf_vm.images.sync import ensure_image, sync
+from racf_vm.images import sync as sync_module
+from racf_vm.images.sync import ensure_image, hold_for_job, sync
 from racf_vm.images import index
 from racf_vm.images.fetch import ChecksumMismatchError
+from racf_vm.images.stream import compressed_cap
 from racf_vm.images.sync import SyncError
 from tests.support.imageserver import ImageServer
 
@@ -61,6 +67,14 @@ def _cfg(**kw) -> ImagesConfig:
 def _make(src, name, size=300_000, seed=b"") -> str:
     data = (hashlib.sha256(name.encode() + seed).digest() * (size // 32 + 1))[:size]
     data = data[: size // 2] + b"\0" * (size - size // 2)
+    with open(os.path.join(src, name), "wb") as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _make_random(src, name, size) -> str:
+    """Incompressible: the compressed file is as large as the image."""
+    data = os.urandom(size)
     with open(os.path.join(src, name), "wb") as f:
         f.write(data)
     return hashlib.sha256(data).hexdigest()
@@ -312,4 +326,212 @@ def test_eight_processes_one_download(area, server):
     assert [results.get(timeout=5) for _ in procs] == ["ok"] * 8
     assert server.counts["a.raw.gz"] == 1
     assert index.verified_sha(cache, "a.raw") == sha
+    assert_clean(cache)
+
+
+# -- issue 11 item 15: bounds on image sync -------------------------------------------------
+
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_decompression_bomb_stops_at_the_cap(area, server, caplog, codec):
+    _, src, web, cache = area
+    _make(src, "a.raw")
+    publish(src, web, codec=codec)
+    file = "a.raw" + CODECS[codec].suffix
+    server.fault(file, "bomb", keep=256 << 20)  # a few hundred KiB that become 256 MiB
+    cap = 4 << 20
+    with pytest.raises(SyncError, match="a.raw"):
+        sync(_cfg(max_image_bytes=cap), source_url=server.url, cache_dir=cache)
+    assert (f"image a.raw from {server.url}{file} decompresses to more than its cap of "
+            f"{cap} bytes: stopped there" in caplog.text)
+    assert not [r for r in caplog.records if r.levelno == logging.CRITICAL]  # no hash of a whole bomb
+    assert server.counts[file] == 1  # deterministic: not retried
+    assert not os.path.exists(os.path.join(cache, "a.raw"))
+    assert_clean(cache)
+
+
+def test_endless_empty_members_stop_at_the_compressed_cap(area, server, caplog):
+    _, src, web, cache = area
+    _make(src, "a.raw")
+    publish(src, web)
+    server.fault("a.raw.gz", "empty-members", keep=8 << 20)  # 8 MiB of input, no output at all
+    with pytest.raises(SyncError):
+        sync(_cfg(max_image_bytes=1 << 20), source_url=server.url, cache_dir=cache)
+    assert (f"sent more than {compressed_cap(1 << 20)} compressed bytes for an image capped at "
+            "1048576 bytes: stopped there" in caplog.text)
+    assert_clean(cache)
+
+
+def test_catalog_size_bounds_tighter_than_max_image_bytes(area, server):
+    _, src, web, cache = area
+    sha = _make(src, "a.raw")
+    publish(src, web)
+    server.fault("a.raw.gz", "bomb", keep=64 << 20)
+    cfg = Config(images=_cfg(source_url=server.url, cache_dir=cache))  # default cap: 64 GiB
+    entry = dataclasses.replace(_entry(cache, "a.raw", sha), size=300_000)
+    with pytest.raises(TemporaryError, match="decompresses to more than its cap of 300000 bytes") as e:
+        ensure_image(entry, cfg)  # a job
+    assert e.value.exit_status == 75
+    with pytest.raises(SyncError):  # `racf-vm images sync` passes the catalog's sizes
+        sync(cfg.images, sizes={sha: 300_000})
+    assert_clean(cache)
+    server.clear()
+    ensure_image(entry, cfg)  # the exact size fits
+    assert index.verified_sha(cache, "a.raw") == sha
+    assert_clean(cache)
+
+
+def test_trickling_server_is_cut_off_at_the_download_deadline(area, server, caplog):
+    _, src, web, cache = area
+    _make_random(src, "a.raw", 300_000)
+    publish(src, web)
+    # 4 KiB every 0.1 s: no read waits near the 0.5 s read timeout; the whole would take 7 s.
+    server.fault("a.raw.gz", "trickle", keep=4096, seconds=0.1)
+    start = time.monotonic()
+    with pytest.raises(SyncError, match="a.raw"):
+        sync(_cfg(download_timeout=1.5), source_url=server.url, cache_dir=cache)
+    assert 1.4 < time.monotonic() - start < 3.0
+    assert "a.raw.gz: not finished within 1.5s" in caplog.text and "cut off" in caplog.text
+    assert server.counts["a.raw.gz"] == 1  # the deadline covers the retries too
+    assert not os.path.exists(os.path.join(cache, "a.raw"))
+    assert_clean(cache)
+    server.clear()
+    assert sync(_cfg(download_timeout=1.5), source_url=server.url, cache_dir=cache).fetched == ["a.raw"]
+    assert_clean(cache)
+
+
+def test_a_stuck_holder_frees_the_image_lock_at_its_own_deadline(area, server):
+    _, src, web, cache = area
+    sha = _make(src, "a.raw")
+    publish(src, web)
+    # A job refreshes the list under the image's lock: one byte every 0.1 s (~8 s in all).
+    server.fault("SHA256SUMS", "trickle", keep=1, seconds=0.1)
+    cfg = Config(images=_cfg(source_url=server.url, cache_dir=cache, download_timeout=2.0))
+    entry = _entry(cache, "a.raw", sha)
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    holder = ctx.Process(target=_worker, args=(entry, cfg, results))
+    start = time.monotonic()
+    holder.start()
+    while not server.counts["SHA256SUMS"]:  # it holds the lock now
+        assert time.monotonic() - start < 5
+        time.sleep(0.02)
+    impatient = Config(images=_cfg(source_url=server.url, cache_dir=cache, lock_timeout=0.3))
+    t0 = time.monotonic()
+    with pytest.raises(LockTimeout, match="fetching image 'a.raw'"):
+        ensure_image(entry, impatient)  # a waiting job gives up within its own bound
+    assert time.monotonic() - t0 < 1.5
+    holder.join(10)
+    outcome = results.get(timeout=5)
+    assert "not finished within 2s" in outcome, outcome
+    assert time.monotonic() - start < 4  # the holder's deadline ended its hold
+    server.clear()
+    ensure_image(entry, impatient)  # the lock is free: no wait at all
+    assert index.verified_sha(cache, "a.raw") == sha
+    assert_clean(cache)
+
+
+def test_changed_image_is_not_replaced_while_a_job_holds_it(area, server):
+    _, src, web, cache = area
+    path = os.path.join(cache, "a.raw")
+    old = _make(src, "a.raw")
+    publish(src, web)
+    sync(_cfg(), source_url=server.url, cache_dir=cache)
+    new = _make(src, "a.raw", seed=b"v2")
+    publish(src, web)
+    server.clear()
+    cfg = Config(images=_cfg(source_url=server.url, cache_dir=cache))
+    with hold_image(path):
+        report = sync(_cfg(), source_url=server.url, cache_dir=cache)
+        assert report.busy == ["a.raw"] and report.fetched == []
+        assert not server.counts["a.raw.gz"]  # nothing fetched that could not go in
+        with pytest.raises(TemporaryError, match="running jobs still use") as e:
+            ensure_image(_entry(cache, "a.raw", new), cfg)  # a job of the new version
+        assert e.value.exit_status == 75
+        assert index.verified_sha(cache, "a.raw") == old
+        assert hashlib.sha256(open(path, "rb").read()).hexdigest() == old
+    assert_clean(cache)
+    report = sync(_cfg(), source_url=server.url, cache_dir=cache)  # free now: replaced
+    assert report.fetched == ["a.raw"] and index.verified_sha(cache, "a.raw") == new
+    assert_clean(cache)
+
+
+def test_a_job_that_starts_holding_during_the_download_keeps_its_image(area, server):
+    _, src, web, cache = area
+    path = os.path.join(cache, "a.raw")
+    old = _make(src, "a.raw", size=2_000_000)
+    publish(src, web)
+    sync(_cfg(), source_url=server.url, cache_dir=cache)
+    _make(src, "a.raw", size=2_000_000, seed=b"v2")
+    publish(src, web)
+    server.clear()
+    server.fault("a.raw.gz", "slow", seconds=1.0)
+    held, done = threading.Event(), threading.Event()
+
+    def job():
+        while not server.counts["a.raw.gz"]:
+            time.sleep(0.01)
+        with hold_image(path):  # the old file, while the new one is on its way
+            held.set()
+            done.wait(10)
+
+    t = threading.Thread(target=job)
+    t.start()
+    try:
+        report = sync(_cfg(http_timeout=5), source_url=server.url, cache_dir=cache)
+    finally:
+        done.set()
+        t.join()
+    assert held.is_set() and report.busy == ["a.raw"] and report.fetched == []
+    assert server.counts["a.raw.gz"] == 1  # fetched whole, then not put in
+    assert index.verified_sha(cache, "a.raw") == old
+    assert hashlib.sha256(open(path, "rb").read()).hexdigest() == old
+    assert_clean(cache)
+
+
+def test_stale_temps_are_swept_for_every_image_but_a_live_download(area, server):
+    _, src, web, cache = area
+    _make(src, "a.raw")
+    _make(src, "b.raw")
+    publish(src, web)
+    sync(_cfg(), source_url=server.url, cache_dir=cache)
+    kept = os.path.join(cache, ".tmp-a.raw-0123456789ab")  # a.raw itself is up to date
+    unlisted = os.path.join(cache, ".tmp-gone.raw-0123456789ab")  # no such image any more
+    live = os.path.join(cache, ".tmp-b.raw-abcdefabcdef")  # its download holds b.raw's lock
+    for leftover in (kept, unlisted, live):
+        open(leftover, "wb").write(b"half")
+    with image_lock(cache, "b.raw", 1.0):
+        report = sync(_cfg(), source_url=server.url, cache_dir=cache)
+        assert report.unchanged == 2
+        assert not os.path.exists(kept) and not os.path.exists(unlisted)
+        assert os.path.exists(live)
+        assert sorted(os.listdir(os.path.join(cache, ".locks"))) == ["a.raw", "b.raw"]
+    sync(_cfg(), source_url=server.url, cache_dir=cache)
+    assert not os.path.exists(live)
+    assert_clean(cache)
+
+
+def test_a_job_holds_only_the_file_its_catalog_verified(area, server, monkeypatch):
+    _, src, web, cache = area
+    path = os.path.join(cache, "a.raw")
+    old = _make(src, "a.raw")
+    publish(src, web)
+    cfg = Config(images=_cfg(source_url=server.url, cache_dir=cache))
+    with hold_for_job(_entry(cache, "a.raw", old), cfg) as fd:  # fetched, verified, held
+        assert os.fstat(fd).st_ino == os.stat(path).st_ino
+    new = _make(src, "a.raw", seed=b"v2")
+    publish(src, web)
+    real = sync_module.ensure_image
+
+    def then_a_sync(entry, config):
+        managed = real(entry, config)
+        monkeypatch.setattr(sync_module, "ensure_image", real)
+        sync(config.images)  # nobody holds the file yet: replaced
+        return managed
+
+    monkeypatch.setattr(sync_module, "ensure_image", then_a_sync)
+    with pytest.raises(TemporaryError, match="catalog expects " + old) as e:
+        with hold_for_job(_entry(cache, "a.raw", old), cfg):
+            pytest.fail("the job would run a file its catalog does not name")
+    assert e.value.exit_status == 75
+    assert index.verified_sha(cache, "a.raw") == new
     assert_clean(cache)

@@ -5,7 +5,11 @@ Last-Modified and 304 answers to If-None-Match / If-Modified-Since, and counts r
 per path. ``fault(path, kind, ...)`` makes the next request(s) for that path misbehave:
 ``500``, ``truncate`` (send part of the body, close), ``stall`` (send part, go silent),
 ``corrupt`` (flip bytes in the middle), ``no-validators`` (no ETag/Last-Modified),
-``slow`` (throttled body, to make concurrent clients overlap).
+``slow`` (throttled body, to make concurrent clients overlap), ``trickle`` (``keep``
+bytes every ``seconds``, each well within a read timeout, so only an overall deadline
+ends it), ``bomb`` (instead of the file, a stream in the codec its name ends with that
+expands to ``keep`` bytes of zeros) and ``empty-members`` (``keep`` bytes of empty
+members of that codec: endless input, no output). The last two send no Content-Length.
 """
 
 import email.utils
@@ -18,13 +22,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 from urllib.parse import unquote, urlsplit
 
+from racf_vm.images.codecs import CODECS, codec_for_file
+
+_BOMB_MEMBER = 1 << 20  # zeros per member of a bomb
+
 
 @dataclass
 class Fault:
     kind: str
     times: Optional[int] = None  # None: every request
-    keep: int = 0  # bytes sent before truncate/stall
-    seconds: float = 0.0  # stall length, or total time for slow
+    keep: int = 0  # bytes sent before truncate/stall, per trickle step, or bomb size
+    seconds: float = 0.0  # stall length, total time for slow, or pause between trickles
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -44,6 +52,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = os.path.join(owner.root, rel)
         if "/" in rel or rel.startswith(".") or not os.path.isfile(path):
             self._bare(404)
+            return
+        if fault and fault.kind in ("bomb", "empty-members"):
+            self._bomb(rel, fault)
             return
         st = os.stat(path)
         etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
@@ -83,6 +94,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def _bomb(self, rel: str, fault: Fault) -> None:
+        """Concatenated members, as parallel compressors write them; the decoder must
+        take them all, so only a cap on its output (or input) stops it."""
+        codec = CODECS[codec_for_file(rel)]
+        comp = codec.compressor(codec.default_level)
+        if fault.kind == "bomb":
+            member = comp.compress(bytes(_BOMB_MEMBER)) + comp.flush()
+            count = -(-fault.keep // _BOMB_MEMBER)
+        else:
+            member = comp.compress(b"") + comp.flush()
+            count = -(-fault.keep // len(member))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Connection", "close")  # the body ends when the connection does
+        self.end_headers()
+        self.close_connection = True
+        batch = max(1, (1 << 20) // len(member))
+        try:
+            for start in range(0, count, batch):
+                self.wfile.write(member * min(batch, count - start))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading: what the test wants
+
     def _body(self, f, size: int, fault: Optional[Fault]) -> None:
         kind = fault.kind if fault else ""
         if kind in ("truncate", "stall"):
@@ -97,6 +131,15 @@ class _Handler(BaseHTTPRequestHandler):
             for i in range(mid, min(mid + 64, len(data))):
                 data[i] ^= 0x5A
             self.wfile.write(bytes(data))
+            return
+        if kind == "trickle":
+            try:
+                while chunk := f.read(fault.keep):
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                    time.sleep(fault.seconds)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
             return
         if kind == "slow":
             step = max(1, size // 20)

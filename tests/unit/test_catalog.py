@@ -39,6 +39,8 @@ def test_good_entry():
     assert e.boot.method == "kernel" and e.boot.initrd.endswith("initrd")
     assert e.context.filesystem == "/dev/sda"
     assert not e.checksum_is_placeholder
+    assert e.size == 0  # not given
+    assert entry(GOOD.replace(f'sha256 = "{SHA}"', f'sha256 = "{SHA}"\nsize = 1048576')).size == 1 << 20
 
 
 def test_examples_parse():
@@ -69,6 +71,8 @@ def test_examples_parse():
         ('filesystem = "/dev/sda"', 'filesystem = "/dev/sda1"\nextra = 1', "context.extra: unknown key"),
         ('format = "qcow2"', 'format = "qcow2"\nurl = "http://x"', "url: unknown key"),
         ("[context]", "[contex]", "missing [context] table"),
+        (f'sha256 = "{SHA}"', f'sha256 = "{SHA}"\nsize = -1', "size: -1 is outside"),
+        (f'sha256 = "{SHA}"', f'sha256 = "{SHA}"\nsize = "1G"', "size: must be an integer"),
     ],
 )
 def test_bad_entries(old, new, needle):

@@ -116,8 +116,11 @@ def test_images_defaults_and_cache_dir_follows_image_dir():
     assert cfg.images.cache_dir == "/srv/images"
     cfg = parse_config(b"[paths]\nimage_dir = \"/srv/images\"\n[images]\n"
                        b"cache_dir = \"/cache/\"\nsource_url = \"http://img.example:8080/vm/\"\n"
-                       b"retries = 0\nhttp_timeout = 5\nproxy = \"http://squid:3128\"\n", "f")
+                       b"retries = 0\nhttp_timeout = 5\nproxy = \"http://squid:3128\"\n"
+                       b"download_timeout = 600\nmax_image_bytes = 10737418240\n", "f")
     assert cfg.images.cache_dir == "/cache"
+    assert cfg.images.download_timeout == 600.0 and cfg.images.max_image_bytes == 10 << 30
+    assert ImagesConfig().max_image_bytes == 64 << 30 and ImagesConfig().download_timeout == 3600
     assert cfg.images.source_url == "http://img.example:8080/vm/"
     assert cfg.images.retries == 0 and cfg.images.http_timeout == 5.0
     assert cfg.images.proxy == "http://squid:3128"
@@ -129,6 +132,9 @@ def test_images_defaults_and_cache_dir_follows_image_dir():
     (b"[images]\ncache_dir = \"rel\"\n", "not an absolute path"),
     (b"[images]\nretries = 99\n", "outside"),
     (b"[images]\nhttp_timeout = 0\n", "positive"),
+    (b"[images]\ndownload_timeout = -1\n", "positive"),
+    (b"[images]\nmax_image_bytes = 1000\n", "outside 1048576.."),
+    (b"[images]\nmax_image_bytes = \"64G\"\n", "must be an integer"),
     (b"[images]\nchecksum_file = \"../x\"\n", "does not match"),
     (b"[images]\nsourceurl = \"http://x/\"\n", "images.sourceurl: unknown key"),
 ])
