@@ -11,6 +11,7 @@ export PATH
 umask 022
 J=/racf/job
 PORTS=/sys/class/virtio-ports
+ETC=/etc    # the image's account files (a variable only so tests/unit can run the account rules)
 
 halt() {
     sync
@@ -78,6 +79,7 @@ readline uid;     uid=$v
 readline gid;     gid=$v
 readline user;    user=$v
 readline workdir; wd=$v
+readline workdir_root; root=$v
 
 case $uid in ''|*[!0-9]*) fail "bad uid" ;; esac
 case $gid in ''|*[!0-9]*) fail "bad gid" ;; esac
@@ -94,27 +96,96 @@ esac
 case $wd in
     / | *[!A-Za-z0-9._/+@%,=-]* | */../* | */.. | */./* | */. | *//*) fail "bad workdir" ;;
 esac
+# the workdir is exactly $root/<one name>: root absolute and clean, the name one component
+case $root in
+    /*) ;;
+    *) fail "workdir root not absolute" ;;
+esac
+case $root in
+    / | */ | *[!A-Za-z0-9._/+@%,=-]* | */../* | */.. | */./* | */. | *//*) fail "bad workdir root" ;;
+esac
+case $wd in
+    "$root"/*) ;;
+    *) fail "workdir $wd is not in the workdir root $root" ;;
+esac
+case ${wd#"$root"/} in
+    '' | . | .. | */*) fail "workdir $wd is not one directory below the workdir root $root" ;;
+esac
 
 # -- account ---------------------------------------------------------------------------------
-# an existing user with that uid is used as is; otherwise the name must be free
-name=$(awk -F: -v u="$uid" '$3 == u { print $1; exit }' /etc/passwd) || fail "cannot read /etc/passwd"
-if [ -n "$name" ]; then
-    user=$name
-else
-    if awk -F: -v n="$user" '$1 == n { f = 1 } END { exit !f }' /etc/passwd; then
-        fail "user name $user taken by another uid"
-    fi
-    if ! awk -F: -v g="$gid" '$3 == g { f = 1 } END { exit !f }' /etc/group; then
-        gname=$user
-        if awk -F: -v n="$gname" '$1 == n { f = 1 } END { exit !f }' /etc/group; then
-            gname=racf$gid
-        fi
-        printf '%s:x:%s:\n' "$gname" "$gid" >>/etc/group || fail "cannot write /etc/group"
-    fi
-    printf '%s:x:%s:%s::%s:/bin/sh\n' "$user" "$uid" "$gid" "$wd" >>/etc/passwd \
+# The job's uid and gid get nothing a fresh account would not have (SECURITY.md, "The guest
+# runner"). Refused when, in the image:
+# - an account has the job's uid under another name or another primary gid, or the uid has
+#   two entries; the job's user name belongs to another uid;
+# - another account has the job's gid as its primary group;
+# - the job's gid is a group with a privileged name (PRIV_GROUPS), lists members other than
+#   the job's user, or has two entries; the job's user is listed in any other group;
+# - /etc/sudoers, /etc/sudoers.d/* or /etc/doas.conf has, outside comments, Defaults and
+#   Cmnd/Host aliases, a word equal to the user's name, its group's name (also %group),
+#   #uid or #gid (%#gid), or a rule for ALL users: read as words, so a false match
+#   refuses where a parser's mistake might admit.
+# An existing account that passes is used as it is; otherwise one is added (and its group).
+PRIV_GROUPS='root wheel sudo admin adm disk kvm docker lxd libvirt libvirt-qemu shadow staff
+    systemd-journal tty kmem sys operator utmp input video render'
+why=$(awk -F: -v u="$uid" -v g="$gid" -v n="$user" '
+    $3 == u { c++ }
+    $3 == u && $1 != n { w = "uid " u " is the image account " $1; exit }
+    $3 == u && $4 != g { w = "image account " n " has primary group " $4 ", not " g; exit }
+    $3 != u && $1 == n { w = "user name " n " is taken by uid " $3 " in the image"; exit }
+    $3 != u && $4 == g { w = "gid " g " is the primary group of the image account " $1; exit }
+    END { if (w == "" && c > 1) w = "uid " u " has " c " entries in /etc/passwd"; print w }
+' "$ETC"/passwd) || fail "cannot read /etc/passwd"
+[ -z "$why" ] || fail "$why"
+why=$(awk -F: -v g="$gid" -v n="$user" -v priv="$PRIV_GROUPS" '
+    BEGIN { k = split(priv, p, " "); for (i = 1; i <= k; i++) bad[p[i]] = 1 }
+    { k = split($4, m, ",") }
+    $3 == g {
+        c++
+        if ($1 in bad) { w = "gid " g " is the image group " $1; exit }
+        for (i = 1; i <= k; i++)
+            if (m[i] != n) { w = "gid " g " (image group " $1 ") has other members"; exit }
+        next
+    }
+    { for (i = 1; i <= k; i++) if (m[i] == n) { w = "user " n " is a member of the image group " $1; exit } }
+    END { if (w == "" && c > 1) w = "gid " g " has " c " entries in /etc/group"; print w }
+' "$ETC"/group) || fail "cannot read /etc/group"
+[ -z "$why" ] || fail "$why"
+have_user=$(awk -F: -v u="$uid" '$3 == u { print "yes"; exit }' "$ETC"/passwd)
+gname=$(awk -F: -v g="$gid" '$3 == g { print $1; exit }' "$ETC"/group) || fail "cannot read /etc/group"
+new_group=
+if [ -z "$gname" ]; then
+    new_group=yes
+    for gname in "$user" "racf$gid"; do
+        awk -F: -v n="$gname" '$1 == n { f = 1 } END { exit !f }' "$ETC"/group || break
+    done
+    awk -F: -v n="$gname" '$1 == n { f = 1 } END { exit !f }' "$ETC"/group \
+        && fail "no free group name for gid $gid"
+fi
+for f in "$ETC"/sudoers "$ETC"/sudoers.d/* "$ETC"/doas.conf; do
+    [ -f "$f" ] || continue
+    awk -v n="$user" -v gn="$gname" -v u="#$uid" -v gi="#$gid" '
+        /^[ \t]*#/ && !/^[ \t]*#[0-9]/ { next }
+        /^[ \t]*(@include|Defaults[ \t]|Defaults$|Cmnd_Alias|Host_Alias)/ { next }
+        {
+            gsub(/[^A-Za-z0-9_.%#+-]+/, " ")
+            k = split($0, t, " ")
+            if (t[1] == "ALL") exit 1
+            for (i = 1; i <= k; i++) {
+                w = t[i]
+                sub(/^[%+]+/, "", w)
+                if (w == n || w == gn || w == u || w == gi) exit 1
+                if (t[1] == "User_Alias" && w == "ALL") exit 1
+            }
+        }' "$f" || fail "$f names user $user or group $gname (or every user)"
+done
+if [ -n "$new_group" ]; then
+    printf '%s:x:%s:\n' "$gname" "$gid" >>"$ETC"/group || fail "cannot write /etc/group"
+fi
+if [ -z "$have_user" ]; then
+    printf '%s:x:%s:%s::%s:/bin/sh\n' "$user" "$uid" "$gid" "$wd" >>"$ETC"/passwd \
         || fail "cannot write /etc/passwd"
 fi
-[ "$(awk -F: -v n="$user" '$1 == n { print $3; exit }' /etc/passwd)" = "$uid" ] \
+[ "$(awk -F: -v n="$user" '$1 == n { print $3; exit }' "$ETC"/passwd)" = "$uid" ] \
     || fail "user $user does not map to uid $uid"
 
 if setpriv --help 2>&1 | grep -q -e --reuid; then
@@ -126,9 +197,24 @@ else
 fi
 
 # -- working directory ----------------------------------------------------------------------
+# Each component of $root must be a directory owned by root; absent ones are made (root's,
+# 0755); a symlink or anything else there is refused. $wd itself must not exist: it is made
+# 0700 and given to the job's user. Nothing else is created or chowned. (Root acts on these
+# paths only here, before any process of the job's user exists; everything after the job
+# is done as the user.)
+p= rest=${root#/}
+while [ -n "$rest" ]; do
+    c=${rest%%/*}
+    case $rest in */*) rest=${rest#*/} ;; *) rest= ;; esac
+    p=$p/$c
+    [ -L "$p" ] && fail "$p is a symbolic link in the image"
+    [ -e "$p" ] || mkdir -m 0755 "$p" || fail "cannot create $p"
+    [ -d "$p" ] && [ ! -L "$p" ] || fail "$p is not a directory in the image"
+    [ "$(stat -c %u "$p")" = 0 ] || fail "$p is not owned by root in the image"
+done
 [ -e "$wd" ] || [ -L "$wd" ] && fail "workdir already exists in the image"
-mkdir -p "$wd" || fail "cannot create workdir"
-chown "$uid:$gid" "$wd" && chmod 0700 "$wd" || fail "cannot set up workdir"
+mkdir -m 0700 "$wd" || fail "cannot create workdir"
+chown "$uid:$gid" "$wd" || fail "cannot set up workdir"
 
 readline input_offset; off=$v
 case $off in ''|*[!0-9]*) fail "bad input offset" ;; esac
@@ -140,6 +226,29 @@ if [ "$off" -gt 0 ]; then
         | (cd "$wd" && as_user tar -xf -) >/dev/null 2>&1 9>&- \
         || fail "cannot extract the input files"
 fi
+
+# -- change marker --------------------------------------------------------------------------
+# What goes back is what the job created or changed: every non-directory whose ctime is not
+# before the marker's (the kernel sets ctime on every write, truncate, chmod, rename, link
+# and utime, and nobody can set it back). The marker is made on a tick of the file clock
+# strictly after the last input file's, so no input file is as new as the marker, and
+# anything the job does is.
+ctime_of() { # ctime_of FILE -> $cs $cn (ctime: seconds, nanoseconds)
+    t=$(stat -c '%Z %z' "$1") || return 1
+    cs=${t%% *}; t=${t#* }; t=${t#* }; t=${t%% *}; cn=${t#*.}
+    case $cs$cn in ''|*[!0-9]*) return 1 ;; esac
+}
+: >"$J/mark0" && ctime_of "$J/mark0" || fail "cannot read the file clock"
+s0=$cs n0=$cn
+i=0
+while :; do
+    rm -f "$J/mark" && : >"$J/mark" && ctime_of "$J/mark" || fail "cannot read the file clock"
+    [ "$cs" -gt "$s0" ] || { [ "$cs" -eq "$s0" ] && [ "$cn" -gt "$n0" ]; } && break
+    i=$((i + 1))
+    [ $i -lt 1000 ] || fail "the file clock does not move"
+    sleep 0.001 2>/dev/null || sleep 1
+done
+mark_s=$cs mark_n=$cn
 
 # -- command line and environment -----------------------------------------------------------
 # positional parameters become: env -i -- NAME=value... ARGV...
@@ -181,6 +290,35 @@ rc=$?
 as_user /bin/sh -c 'kill -9 -1' </dev/null >/dev/null 2>&1 9>&-
 as_user /bin/sh -c 'kill -9 -1' </dev/null >/dev/null 2>&1 9>&-
 
+# Only what the job created or changed goes back. The workdir is thrown away with the guest,
+# so, as the job's user: every non-directory older than the marker is removed from it (and a
+# kept file with other hard links becomes a file of its own: the host takes no links), then
+# every directory left empty; the rest is sent. PRUNE is fixed text: the names reach it as
+# arguments from find, in batches; a batch it cannot judge is kept whole.
+PRUNE='ms=$1 mn=$2
+shift 2
+out=$(stat -c "%Z %z %h %f" -- "$@") || exit 0
+n=$#
+while read -r cs d t z h f; do
+    [ "$n" -gt 0 ] || exit 0
+    x=$1
+    shift
+    n=$((n - 1))
+    cn=${t#*.}
+    if [ "$cs" -lt "$ms" ] || { [ "$cs" -eq "$ms" ] && [ "$cn" -lt "$mn" ]; }; then
+        set -- "$@" "$x"
+    elif [ "$h" -gt 1 ] && case $f in 8???) true ;; *) false ;; esac; then
+        c=$(mktemp "$x.XXXXXX") && cp -p -- "$x" "$c" && mv -f -- "$c" "$x" || rm -f -- "$c"
+    fi
+done <<EOF
+$out
+EOF
+[ "$n" -eq 0 ] || exit 0
+[ $# -eq 0 ] || rm -f -- "$@"'
+as_user /bin/sh -c 'cd "$1" || exit 1
+find . -mindepth 1 ! -type d -exec sh -c "$2" sh "$3" "$4" {} +
+find . -mindepth 1 -depth -type d -exec rmdir -- {} +
+exit 0' sh "$wd" "$PRUNE" "$mark_s" "$mark_n" </dev/null >/dev/null 2>&1 9>&-
 (cd / && as_user tar -C "$wd" -cf - .) </dev/null >"$P_OUTPUT" 2>/dev/null 9>&-
 status "exit $rc"
 exec 9>&-

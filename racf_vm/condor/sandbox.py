@@ -3,14 +3,43 @@
 All of this runs in children that have become the job's user (racf_vm.privsep), so the
 sandbox is only ever read and written with the user's own rights: root never follows a
 path the user controls.
+
+Input: ``write_input_tar`` tars the sandbox's directories and regular files and returns,
+beside the count, the input *manifest*: one fingerprint per regular file it sent (name,
+inode, size, mtime and ctime, hashed). The wrapper keeps it and hands it back to
+``extract_output_tar``.
+
+Output: the guest sends back only what the job created or changed (images.d/guest/runner.sh).
+``extract_output_tar`` writes a regular file over an existing sandbox file only when that
+file is still exactly as the manifest recorded it: a file changed, replaced or created in
+the sandbox while the job ran (by another process of the job, say) is a *conflict* and
+keeps its host version. The rules, member by member (counts and the first few names are
+returned for the log):
+
+- unsafe names (absolute, ``..``), HTCondor's own files and the input-only ads: skipped;
+- sparse members, hard links, symbolic links, devices, FIFOs, other types: refused;
+- a symbolic link or a non-directory where the member's path needs a directory, or, where
+  the member is a file, a sandbox entry that is not a regular file, or a regular file not
+  in the manifest as it is now, or one another uid owns: conflict, the sandbox's entry
+  stays as it is (nothing of a different type is ever removed or replaced);
+- a directory member: made (its mode | 0700) when absent, an existing one used as it is;
+- a file member: the old regular file (the user's own, unchanged since the input) is
+  unlinked and a new one created ``O_EXCL | O_NOFOLLOW``; a file absent from the sandbox
+  is created, even if the manifest had it (deleted on the host meanwhile: the job's copy
+  comes back);
+- every byte written counts against ``max_bytes``; over it, UsageError (a file cut short
+  is removed). The archive's declared sizes only ever stop a file early, never allow one.
 """
 
+import hashlib
 import os
 import posixpath
 import stat
 import tarfile
-from typing import BinaryIO
+from typing import BinaryIO, Iterable
 
+from racf_vm.condor import outfiles
+from racf_vm.condor.outfiles import Conflict
 from racf_vm.core.errors import UsageError
 
 # Files HTCondor owns in the sandbox: never sent to the guest (stdout/stderr are being
@@ -33,9 +62,24 @@ INPUT_ONLY = frozenset({".job.ad", ".machine.ad"})
 FAILURE_FILE = ".job_wrapper_failure"
 
 
+def fingerprint(rel: str, st: os.stat_result) -> str:
+    """One manifest entry: a regular file's name and state (inode, size, mtime, ctime),
+    hashed to 16 hex digits. Any write, truncation, chmod, rename over it or utime on the
+    host changes it (the kernel sets ctime; nobody can set it back)."""
+    h = hashlib.blake2b(os.fsencode(rel), digest_size=8)
+    h.update(b"\0%d:%d:%d:%d" % (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return h.hexdigest()
+
+
 def write_input_tar(out: BinaryIO, workdir: str) -> dict:
-    """Write a tar of the sandbox's regular files and directories to ``out``."""
+    """Write a tar of the sandbox's regular files and directories to ``out``.
+
+    Returns ``{"entries": n, "manifest": [fingerprint, ...]}`` (one per regular file sent,
+    as fstat saw it when it was opened): the wrapper passes the manifest to
+    ``extract_output_tar``.
+    """
     count = 0
+    manifest = []
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for rel in _walk(workdir):
             path = os.path.join(workdir, rel)
@@ -49,12 +93,14 @@ def write_input_tar(out: BinaryIO, workdir: str) -> dict:
             elif stat.S_ISREG(st.st_mode):
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 with os.fdopen(fd, "rb") as f:
-                    info.size = os.fstat(fd).st_size
+                    fst = os.fstat(fd)
+                    info.size = fst.st_size
                     tar.addfile(info, f)
+                manifest.append(fingerprint(rel, fst))
             else:
                 continue
             count += 1
-    return {"entries": count}
+    return {"entries": count, "manifest": sorted(manifest)}
 
 
 def _walk(top: str):
@@ -69,51 +115,71 @@ def _walk(top: str):
                 yield rel
 
 
-def extract_output_tar(tar_file: BinaryIO, workdir: str) -> dict:
+def extract_output_tar(tar_file: BinaryIO, workdir: str, manifest: Iterable[str], max_bytes: int) -> dict:
     """Unpack the guest's output archive into the sandbox, as the job's user.
 
-    Only directories and regular files with safe relative names are written; HTCondor's
-    own files and the input-only ads are skipped. Returns counts for the log.
+    ``manifest``: what ``write_input_tar`` returned for this job (an empty one: no
+    existing file is ever replaced). ``max_bytes``: the cap on the bytes written.
+    Returns counts for the log (see the module's docstring): written, bytes, skipped,
+    refused, conflicts, failed, and first_refused / first_conflicts / first_failed (a few
+    ``"name: reason"`` each; first_failure is the first failed one, or "").
     """
-    written = skipped = failed = 0
-    first_failure = ""
+    known = frozenset(manifest)
+    tally = outfiles.Tally(max_bytes)
     os.umask(0o022)  # this child only: the shim's 077 would hide results from the user's group
-    root_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    root_fd = os.open(workdir, outfiles.DIR_FLAGS)
     try:
         with tarfile.open(fileobj=tar_file, mode="r|") as tar:
             for member in tar:
-                rel = _safe_name(member.name)
-                if rel is None or rel.split("/")[0] in CONDOR_FILES | INPUT_ONLY:
-                    skipped += 1
-                    continue
-                if not (member.isdir() or member.isreg()):
-                    skipped += 1
-                    continue
-                try:
-                    _extract_member(tar, member, rel, root_fd)
-                except OSError as exc:
-                    # As the user, in the user's own sandbox: whatever the user made
-                    # unwritable (or pointed elsewhere) stays as it is; the rest comes back.
-                    failed += 1
-                    first_failure = first_failure or f"{rel}: {exc.strerror}"
-                    continue
-                written += member.isreg()
+                _extract_member(tar, member, root_fd, known, tally)
     except tarfile.TarError as exc:
         raise UsageError(f"the guest's output archive is damaged: {exc}") from exc
     finally:
         os.close(root_fd)
-    return {"written": written, "skipped": skipped, "failed": failed, "first_failure": first_failure}
+    return tally.result()
 
 
-def _extract_member(tar, member, rel: str, root_fd: int) -> None:
-    mode = member.mode & 0o777
-    if member.isdir():
-        _makedirs(root_fd, rel, mode | 0o700)
+def _extract_member(tar, member, root_fd: int, known: frozenset, tally: outfiles.Tally) -> None:
+    rel = _safe_name(member.name)
+    if rel is None or rel.split("/")[0] in CONDOR_FILES | INPUT_ONLY:
+        tally.note("skipped")
         return
-    parent = posixpath.dirname(rel)
-    if parent:
-        _makedirs(root_fd, parent, 0o755)
-    _write_file(root_fd, rel, tar.extractfile(member), mode | 0o600)
+    why = outfiles.refusal(member)
+    if why is not None:
+        tally.note("refused", rel, why)
+        return
+    try:
+        if member.isdir():
+            os.close(outfiles.open_dir(root_fd, rel.split("/"), (member.mode & 0o777) | 0o700))
+        else:
+            _extract_file(tar, member, rel, root_fd, known, tally)
+    except Conflict as exc:
+        tally.note("conflicts", rel, str(exc))
+    except OSError as exc:
+        # As the user, in the user's own sandbox: whatever the user made unwritable
+        # stays as it is; the rest comes back.
+        tally.note("failed", rel, exc.strerror or str(exc))
+
+
+def _extract_file(tar, member, rel: str, root_fd: int, known: frozenset, tally: outfiles.Tally) -> None:
+    parent, name = posixpath.split(rel)
+    dir_fd = outfiles.open_dir(root_fd, parent.split("/")) if parent else os.dup(root_fd)
+    try:
+        st = outfiles.entry(dir_fd, name)
+        if st is not None:
+            if not stat.S_ISREG(st.st_mode):
+                raise Conflict(f"a {outfiles.describe(st)} in the sandbox")
+            if fingerprint(rel, st) not in known:
+                raise Conflict("changed or created in the sandbox while the job ran")
+            if st.st_uid != os.geteuid():
+                raise Conflict(f"owned by uid {st.st_uid} in the sandbox")
+        tally.check_room(member.size)
+        if st is not None:
+            os.unlink(name, dir_fd=dir_fd)
+        outfiles.write_new_file(dir_fd, name, tar.extractfile(member), (member.mode & 0o777) | 0o600, tally)
+        tally.note("written")
+    finally:
+        os.close(dir_fd)
 
 
 def _safe_name(name: str):
@@ -123,27 +189,6 @@ def _safe_name(name: str):
     if not parts or any(p == ".." for p in parts):
         return None
     return "/".join(parts)
-
-
-def _makedirs(root_fd: int, rel: str, mode: int) -> None:
-    path = ""
-    for part in rel.split("/"):
-        path = f"{path}/{part}" if path else part
-        try:
-            os.mkdir(path, mode, dir_fd=root_fd)
-        except FileExistsError:
-            pass
-
-
-def _write_file(root_fd: int, rel: str, src, mode: int) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(rel, flags, mode, dir_fd=root_fd)
-    with os.fdopen(fd, "wb") as dst:
-        while True:
-            chunk = src.read(1 << 20)
-            if not chunk:
-                break
-            dst.write(chunk)
 
 
 def write_failure_file(workdir: str, message: str) -> bool:

@@ -4,7 +4,9 @@ No filesystem and no libguestfs: the disk is a byte stream the guest runner read
 ``tar``, so nothing the user supplied ever reaches a guest filesystem driver. Layout:
 
 - offset 0: a ustar archive of control files, all under ``job/``: ``uid``, ``gid``,
-  ``user``, ``workdir`` (one line each), ``argv/0000``... (the command, then each argument,
+  ``user``, ``workdir``, ``workdir_root`` (one line each: the working directory is always
+  exactly ``<workdir_root>/<one name>``; the runner refuses anything else),
+  ``argv/0000``... (the command, then each argument,
   exact bytes), ``env/0000``... (``NAME=value``, exact bytes) and ``input_offset``
   (decimal, 20 digits: where the input archive starts; 0 when there is none);
 - at ``input_offset`` (a multiple of ALIGN): the tar of the job's input files, as the
@@ -37,13 +39,19 @@ def _member(name: str, data: bytes) -> bytes:
     return header + data + b"\0" * (-len(data) % BLOCK)
 
 
-def control_files(request) -> list[tuple[str, bytes]]:
-    """(name, content) of every control file, in archive order."""
+def control_files(request, workdir_root: str) -> list[tuple[str, bytes]]:
+    """(name, content) of every control file, in archive order.
+
+    ``workdir_root`` is the directory the working directory must sit directly in (the
+    site's execute directory): an absolute, normalized path the caller has checked. It is
+    carried as it is; the guest runner checks both paths again and refuses a mismatch.
+    """
     files = [
         ("job/uid", b"%d\n" % request.uid),
         ("job/gid", b"%d\n" % request.gid),
         ("job/user", request.user.encode() + b"\n"),
         ("job/workdir", request.workdir.encode() + b"\n"),
+        ("job/workdir_root", workdir_root.encode() + b"\n"),
     ]
     argv = (request.command, *request.args)
     files += [(f"job/argv/{i:04d}", a.encode()) for i, a in enumerate(argv)]
@@ -51,13 +59,13 @@ def control_files(request) -> list[tuple[str, bytes]]:
     return files
 
 
-def control_archive(request, with_input: bool) -> tuple[bytes, int]:
+def control_archive(request, workdir_root: str, with_input: bool) -> tuple[bytes, int]:
     """The control archive and the offset of the input archive (0 without input).
 
     Pure. The offset member has a fixed width, so the archive's size does not depend on
     the value it carries.
     """
-    body = b"".join(_member(name, data) for name, data in control_files(request))
+    body = b"".join(_member(name, data) for name, data in control_files(request, workdir_root))
 
     def archive(offset: int) -> bytes:
         return body + _member("job/input_offset", b"%0*d\n" % (OFFSET_DIGITS, offset)) + b"\0" * (2 * BLOCK)
@@ -69,14 +77,14 @@ def control_archive(request, with_input: bool) -> tuple[bytes, int]:
     return archive(offset), offset
 
 
-def write_context_disk(out: BinaryIO, request,
+def write_context_disk(out: BinaryIO, request, workdir_root: str,
                        write_input: Optional[Callable[[BinaryIO], None]] = None) -> int:
     """Write the context disk to ``out`` (a new, empty file); returns its size.
 
     ``write_input(out)`` appends the input archive at the current position (it is called
     with ``out`` positioned at the input offset).
     """
-    control, offset = control_archive(request, write_input is not None)
+    control, offset = control_archive(request, workdir_root, write_input is not None)
     out.write(control)
     if write_input is not None:
         out.write(b"\0" * (offset - len(control)))

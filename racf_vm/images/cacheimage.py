@@ -19,7 +19,13 @@ from racf_vm.core.locking import LockTimeout
 from racf_vm.images import index
 from racf_vm.images.checksums import RemoteImage, validate_file_name
 from racf_vm.images.fetch import Client
-from racf_vm.images.fsutil import TMP_PREFIX, CacheWriteError, describe_oserror, fsync_dir, temp_file
+from racf_vm.images.fsutil import (
+    TMP_PREFIX,
+    CacheWriteError,
+    describe_oserror,
+    fsync_dir,
+    temp_file,
+)
 from racf_vm.images.locks import image_lock, try_exclusive
 from racf_vm.images.stream import Progress, hash_file
 

@@ -24,8 +24,8 @@ from racf_vm.images.checksums import (
     validate_file_name,
 )
 from racf_vm.images.codecs import CODECS
-from racf_vm.images.stream import hash_file
 from racf_vm.images.fsutil import CacheWriteError, fsync_dir, temp_file, write_atomic
+from racf_vm.images.stream import hash_file
 
 log = logging.getLogger(__name__)
 

@@ -57,6 +57,7 @@ class JobRun:
         self._chans = None
         self._qemu_exited = False
         self._stack = contextlib.ExitStack()  # everything the job holds, released in reverse
+        self._input_manifest: list = []  # sandbox.write_input_tar's, for extract_output_tar
         self.started_at = exec_time()
 
     # -- set-up -----------------------------------------------------------------
@@ -165,13 +166,17 @@ class JobRun:
         with os.fdopen(fd, "w+b") as out:
 
             def write_input(stream) -> None:
-                privsep.call_as_user(
+                sent = privsep.call_as_user(
                     self.caller, sandbox.write_input_tar, self.request.workdir,
                     stream_to=stream, stream_limit=self.config.limits.max_input_bytes,
                     timeout=plan.timeouts.sandbox, what="job's input files",
                 )
+                self._input_manifest = sent["manifest"]
 
-            contextdisk.write_context_disk(out, plan.guest_request, write_input)
+            # the workdir is the starter's sandbox (checked against [parent] execute), so
+            # its parent is a directory of the site's choosing, never the user's
+            workdir_root = os.path.dirname(plan.guest_request.workdir)
+            contextdisk.write_context_disk(out, plan.guest_request, workdir_root, write_input)
             os.fchown(out.fileno(), plan.domain.qemu_uid, plan.domain.qemu_gid)
             os.fchmod(out.fileno(), 0o400)
 
@@ -211,12 +216,16 @@ class JobRun:
         spool.flush()
         spool.seek(0)
         counts = privsep.call_as_user(
-            self.caller, sandbox.extract_output_tar, self.request.workdir,
+            self.caller, sandbox.extract_output_tar, self.request.workdir, self._input_manifest,
+            self.config.limits.max_output_bytes,
             pass_file=spool, timeout=plan.timeouts.sandbox, what="job's output files",
         )
-        if counts["failed"]:
-            log.warning("%d output file(s) could not be written back to the sandbox (first: %s)",
-                        counts["failed"], counts["first_failure"])
+        for kind, what in (("failed", "could not be written back to the sandbox"),
+                           ("refused", "refused (links, devices, FIFOs, sparse files)"),
+                           ("conflicts", "kept the sandbox's version (changed there while the job ran)")):
+            if counts[kind]:
+                log.warning("%d output entr%s %s; first: %s", counts[kind],
+                            "y" if counts[kind] == 1 else "ies", what, "; ".join(counts[f"first_{kind}"]))
 
     # -- teardown -----------------------------------------------------------------
     def _destroy_unless_exited(self, dom) -> None:

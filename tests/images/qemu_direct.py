@@ -40,6 +40,7 @@ class Context:
     env: list = dataclasses.field(default_factory=list)   # of b"NAME=value"
     input_tar: bytes = None
     runner: str = RUNNER
+    workdir_root: str = None   # default: the parent of workdir (as the wrapper sends it)
 
 
 @dataclasses.dataclass
@@ -105,8 +106,9 @@ def write_context(path, ctx):
                               command=_text(ctx.argv[0]), args=tuple(_text(a) for a in ctx.argv[1:]),
                               env=tuple(env))
     write_input = None if ctx.input_tar is None else (lambda out: out.write(ctx.input_tar))
+    root = ctx.workdir_root if ctx.workdir_root is not None else os.path.dirname(ctx.workdir)
     with open(path, "w+b") as f:
-        write_context_disk(f, request, write_input)
+        write_context_disk(f, request, root, write_input)
 
 
 class _Listener:

@@ -22,10 +22,13 @@ def request(**over):
     return JobRequest(**fields).validate(LimitsConfig())
 
 
-def disk(req, input_bytes=None) -> bytes:
+ROOT = "/var/lib/condor/execute"
+
+
+def disk(req, input_bytes=None, root=ROOT) -> bytes:
     out = io.BytesIO()
     write = None if input_bytes is None else (lambda f: f.write(input_bytes))
-    size = contextdisk.write_context_disk(out, req, write)
+    size = contextdisk.write_context_disk(out, req, root, write)
     data = out.getvalue()
     assert size == len(data) and len(data) % 512 == 0
     return data
@@ -36,6 +39,7 @@ def test_control_files_are_the_request_verbatim():
     assert inputs is None and files["job/input_offset"] == b"0" * 20 + b"\n"
     assert (files["job/uid"], files["job/gid"], files["job/user"]) == (b"2501\n", b"2502\n", b"racfjob\n")
     assert files["job/workdir"] == b"/var/lib/condor/execute/dir_7\n"
+    assert files["job/workdir_root"] == b"/var/lib/condor/execute\n"
     argv = [files[f"job/argv/{i:04d}"].decode() for i in range(len(HOSTILE) + 1)]
     assert argv == ["/bin/sh", *HOSTILE] and f"job/argv/{len(HOSTILE) + 1:04d}" not in files
     assert [files[f"job/env/{i:04d}"] for i in range(3)] == [b"A=1", b"B=two words=x\n", b"EMPTY="]
@@ -45,7 +49,8 @@ def test_only_fixed_names_in_the_archive():
     """No name in the archive comes from the user: values are contents, never names."""
     names = [m.name for m in tarfile.open(fileobj=io.BytesIO(disk(request())))]
     assert all(n.startswith("job/") and ".." not in n for n in names)
-    assert {n.split("/")[1] for n in names} == {"uid", "gid", "user", "workdir", "argv", "env", "input_offset"}
+    assert {n.split("/")[1] for n in names} == {"uid", "gid", "user", "workdir", "workdir_root", "argv", "env",
+                                                 "input_offset"}
 
 
 def test_empty_environment_and_no_arguments():
@@ -73,10 +78,22 @@ def test_input_archive_starts_aligned_after_the_control_archive():
 
 @pytest.mark.parametrize("with_input", [False, True])
 def test_offset_field_does_not_change_the_archive_size(with_input):
-    a, off_a = contextdisk.control_archive(request(), with_input)
-    b, _ = contextdisk.control_archive(request(), False)
+    a, off_a = contextdisk.control_archive(request(), ROOT, with_input)
+    b, _ = contextdisk.control_archive(request(), ROOT, False)
     assert len(a) == len(b)
     assert (off_a > 0) == with_input
+
+
+def test_workdir_root_is_carried_verbatim_and_moves_the_input():
+    """The root is the request's own business to check (the host has); a longer root
+    only moves the aligned input offset, and the input stays intact behind it."""
+    long_root = "/" + "/".join(["d" * 200] * 20)
+    payload = b"INPUT" * 1000
+    for root in ("/", ROOT, long_root):
+        files, inputs = contextdisk.read_context_disk(disk(request(), payload, root=root))
+        assert files["job/workdir_root"] == root.encode() + b"\n"
+        assert int(files["job/input_offset"]) % contextdisk.ALIGN == 0
+        assert inputs.startswith(payload)
 
 
 def test_maximum_sizes_fit():
@@ -84,4 +101,4 @@ def test_maximum_sizes_fit():
     big = request(args=tuple("y" * 65536 for _ in range(63)))
     big.validate(limits)
     files, _ = contextdisk.read_context_disk(disk(big))
-    assert len(files) == 4 + 64 + 3 + 1 and files["job/argv/0063"] == b"y" * 65536
+    assert len(files) == 5 + 64 + 3 + 1 and files["job/argv/0063"] == b"y" * 65536
