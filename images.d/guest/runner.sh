@@ -30,6 +30,12 @@ fail() {
     halt
 }
 
+# a failure of this job's own (its user or working directory against this image): it would
+# repeat on any node, so the host ends the job instead of requeueing it
+fail_job() {
+    fail "job $*"
+}
+
 # -- channels ------------------------------------------------------------------------------
 find_ports() {
     P_STDOUT= P_STDERR= P_OUTPUT= P_STATUS=
@@ -135,7 +141,7 @@ why=$(awk -F: -v u="$uid" -v g="$gid" -v n="$user" '
     $3 != u && $4 == g { w = "gid " g " is the primary group of the image account " $1; exit }
     END { if (w == "" && c > 1) w = "uid " u " has " c " entries in /etc/passwd"; print w }
 ' "$ETC"/passwd) || fail "cannot read /etc/passwd"
-[ -z "$why" ] || fail "$why"
+[ -z "$why" ] || fail_job "$why"
 why=$(awk -F: -v g="$gid" -v n="$user" -v priv="$PRIV_GROUPS" '
     BEGIN { k = split(priv, p, " "); for (i = 1; i <= k; i++) bad[p[i]] = 1 }
     { k = split($4, m, ",") }
@@ -149,7 +155,7 @@ why=$(awk -F: -v g="$gid" -v n="$user" -v priv="$PRIV_GROUPS" '
     { for (i = 1; i <= k; i++) if (m[i] == n) { w = "user " n " is a member of the image group " $1; exit } }
     END { if (w == "" && c > 1) w = "gid " g " has " c " entries in /etc/group"; print w }
 ' "$ETC"/group) || fail "cannot read /etc/group"
-[ -z "$why" ] || fail "$why"
+[ -z "$why" ] || fail_job "$why"
 have_user=$(awk -F: -v u="$uid" '$3 == u { print "yes"; exit }' "$ETC"/passwd)
 gname=$(awk -F: -v g="$gid" '$3 == g { print $1; exit }' "$ETC"/group) || fail "cannot read /etc/group"
 new_group=
@@ -159,7 +165,7 @@ if [ -z "$gname" ]; then
         awk -F: -v n="$gname" '$1 == n { f = 1 } END { exit !f }' "$ETC"/group || break
     done
     awk -F: -v n="$gname" '$1 == n { f = 1 } END { exit !f }' "$ETC"/group \
-        && fail "no free group name for gid $gid"
+        && fail_job "no free group name for gid $gid"
 fi
 for f in "$ETC"/sudoers "$ETC"/sudoers.d/* "$ETC"/doas.conf; do
     [ -f "$f" ] || continue
@@ -176,7 +182,7 @@ for f in "$ETC"/sudoers "$ETC"/sudoers.d/* "$ETC"/doas.conf; do
                 if (w == n || w == gn || w == u || w == gi) exit 1
                 if (t[1] == "User_Alias" && w == "ALL") exit 1
             }
-        }' "$f" || fail "$f names user $user or group $gname (or every user)"
+        }' "$f" || fail_job "$f names user $user or group $gname (or every user)"
 done
 if [ -n "$new_group" ]; then
     printf '%s:x:%s:\n' "$gname" "$gid" >>"$ETC"/group || fail "cannot write /etc/group"
@@ -186,7 +192,7 @@ if [ -z "$have_user" ]; then
         || fail "cannot write /etc/passwd"
 fi
 [ "$(awk -F: -v n="$user" '$1 == n { print $3; exit }' "$ETC"/passwd)" = "$uid" ] \
-    || fail "user $user does not map to uid $uid"
+    || fail_job "user $user does not map to uid $uid"
 
 if setpriv --help 2>&1 | grep -q -e --reuid; then
     as_user() { setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"; }
@@ -207,12 +213,12 @@ while [ -n "$rest" ]; do
     c=${rest%%/*}
     case $rest in */*) rest=${rest#*/} ;; *) rest= ;; esac
     p=$p/$c
-    [ -L "$p" ] && fail "$p is a symbolic link in the image"
+    [ -L "$p" ] && fail_job "$p is a symbolic link in the image"
     [ -e "$p" ] || mkdir -m 0755 "$p" || fail "cannot create $p"
-    [ -d "$p" ] && [ ! -L "$p" ] || fail "$p is not a directory in the image"
-    [ "$(stat -c %u "$p")" = 0 ] || fail "$p is not owned by root in the image"
+    [ -d "$p" ] && [ ! -L "$p" ] || fail_job "$p is not a directory in the image"
+    [ "$(stat -c %u "$p")" = 0 ] || fail_job "$p is not owned by root in the image"
 done
-[ -e "$wd" ] || [ -L "$wd" ] && fail "workdir already exists in the image"
+[ -e "$wd" ] || [ -L "$wd" ] && fail_job "workdir already exists in the image"
 mkdir -m 0700 "$wd" || fail "cannot create workdir"
 chown "$uid:$gid" "$wd" || fail "cannot set up workdir"
 

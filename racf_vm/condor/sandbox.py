@@ -36,9 +36,10 @@ import os
 import posixpath
 import stat
 import tarfile
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Optional
 
 from racf_vm.condor import outfiles
+from racf_vm.condor.credentials import withheld_paths
 from racf_vm.condor.outfiles import Conflict
 from racf_vm.core.errors import UsageError
 
@@ -71,17 +72,24 @@ def fingerprint(rel: str, st: os.stat_result) -> str:
     return h.hexdigest()
 
 
-def write_input_tar(out: BinaryIO, workdir: str) -> dict:
+def write_input_tar(out: BinaryIO, workdir: str, withhold_env: Optional[dict] = None) -> dict:
     """Write a tar of the sandbox's regular files and directories to ``out``.
 
-    Returns ``{"entries": n, "manifest": [fingerprint, ...]}`` (one per regular file sent,
-    as fstat saw it when it was opened): the wrapper passes the manifest to
-    ``extract_output_tar``.
+    With ``withhold_env`` (the job's environment), the job's credentials are left out
+    (racf_vm.condor.credentials: for guests that must not have them).
+    Returns ``{"entries": n, "manifest": [fingerprint, ...], "withheld": [path, ...]}`` (one
+    fingerprint per regular file sent, as fstat saw it when it was opened): the wrapper
+    passes the manifest to ``extract_output_tar``.
     """
     count = 0
     manifest = []
+    withheld = set()
+    if withhold_env is not None:
+        withheld = set(withheld_paths(withhold_env, workdir, os.listdir(workdir)))
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for rel in _walk(workdir):
+            if rel in withheld or any(rel.startswith(w + "/") for w in withheld):
+                continue
             path = os.path.join(workdir, rel)
             st = os.lstat(path)
             info = tarfile.TarInfo(rel)
@@ -100,7 +108,7 @@ def write_input_tar(out: BinaryIO, workdir: str) -> dict:
             else:
                 continue
             count += 1
-    return {"entries": count, "manifest": sorted(manifest)}
+    return {"entries": count, "manifest": sorted(manifest), "withheld": sorted(withheld)}
 
 
 def _walk(top: str):

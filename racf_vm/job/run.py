@@ -166,12 +166,15 @@ class JobRun:
         with os.fdopen(fd, "w+b") as out:
 
             def write_input(stream) -> None:
+                env = dict(self.request.env) if plan.withhold_credentials else None
                 sent = privsep.call_as_user(
-                    self.caller, sandbox.write_input_tar, self.request.workdir,
+                    self.caller, sandbox.write_input_tar, self.request.workdir, env,
                     stream_to=stream, stream_limit=self.config.limits.max_input_bytes,
                     timeout=plan.timeouts.sandbox, what="job's input files",
                 )
                 self._input_manifest = sent["manifest"]
+                if sent["withheld"]:
+                    log.info("credentials withheld from the guest: %s", ", ".join(sent["withheld"]))
 
             # the workdir is the starter's sandbox (checked against [parent] execute), so
             # its parent is a directory of the site's choosing, never the user's

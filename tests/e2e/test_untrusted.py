@@ -25,3 +25,29 @@ def test_untrusted_job_gets_its_reserved_address_and_leaves_nothing(site):
     lines = result.stdout.splitlines()
     assert lines[0] == str(testenv.JOB_USERS["racfjob"])  # untrusted or not: never root
     assert "inet 10.213.0." in lines[1], result.stdout
+
+
+CREDS_SCRIPT = "ls -a; env | grep -E '^(X509|BEARER|KRB5|_CONDOR_CREDS)' || echo no-credential-variables"
+CREDS_ENV = {"X509_USER_PROXY": "x509up_u2501", "BEARER_TOKEN": "s3cr3t", "KRB5CCNAME": "FILE:krb5cc_2501",
+             "_CONDOR_CREDS": ".condor_creds"}
+CREDS_INPUTS = {"x509up_u2501": "PROXY", "krb5cc_2501": "KRB5", "data.txt": "DATA"}
+
+
+def test_untrusted_guests_get_none_of_the_jobs_credentials(site):
+    """Issue 11 item 6: an untrusted image runs code nobody vetted as root in its guest, so
+    neither credential variables nor credential files reach it; a trusted image gets both
+    (the catalog default, which `credentials = ...` changes)."""
+    small = site["images"]["busybox"][0]
+    testenv.write_site(dict(site["images"], **{"busybox-nat": (small, "untrusted")}))
+    try:
+        jail = testenv.run_job("busybox-nat", "/bin/sh", ["-c", CREDS_SCRIPT], env=CREDS_ENV,
+                               inputs=CREDS_INPUTS)
+        trusted = testenv.run_job("busybox", "/bin/sh", ["-c", CREDS_SCRIPT], env=CREDS_ENV,
+                                  inputs=CREDS_INPUTS)
+    finally:
+        testenv.write_site(site["images"])
+    assert jail.status == 0 and trusted.status == 0, (jail.stderr, trusted.stderr)
+    seen = jail.stdout.split()
+    assert "data.txt" in seen and "no-credential-variables" in seen
+    assert not {"x509up_u2501", "krb5cc_2501"} & set(seen)
+    assert "BEARER_TOKEN=s3cr3t" in trusted.stdout and "x509up_u2501" in trusted.stdout.split()

@@ -207,18 +207,19 @@ ROOT = os.path.dirname(WORKDIR)
     ("/var/lib/condor", WORKDIR, f"workdir {WORKDIR} is not one directory below the workdir root /var/lib/condor"),
     (ROOT + "/", WORKDIR, "bad workdir root"),
     ("var/lib/condor/execute", WORKDIR, "workdir root not absolute"),
-    ("/bin/sh", "/bin/sh/job", "/bin/sh is a symbolic link in the image"),
-    ("/bin/busybox", "/bin/busybox/job", "/bin/busybox is not a directory in the image"),
-    ("/etc", "/etc/inittab", "workdir already exists in the image"),
+    # the job's own against this image: "error job", so the host ends it without requeue
+    ("/bin/sh", "/bin/sh/job", "job /bin/sh is a symbolic link in the image"),
+    ("/bin/busybox", "/bin/busybox/job", "job /bin/busybox is not a directory in the image"),
+    ("/etc", "/etc/inittab", "job workdir already exists in the image"),
 ])
 def test_workdir_outside_its_root_is_refused(small_image, root, workdir, why):
     assert refused(small_image, workdir=workdir, workdir_root=root) == f"error {why}"
 
 
 @pytest.mark.parametrize("uid,gid,user,why", [
-    (65534, 2501, "racfjob", "uid 65534 is the image account nobody"),
-    (UID, 65534, "racfjob", "gid 65534 is the primary group of the image account nobody"),
-    (UID, UID, "nobody", "user name nobody is taken by uid 65534 in the image"),
+    (65534, 2501, "racfjob", "job uid 65534 is the image account nobody"),
+    (UID, 65534, "racfjob", "job gid 65534 is the primary group of the image account nobody"),
+    (UID, UID, "nobody", "job user name nobody is taken by uid 65534 in the image"),
 ])
 def test_image_accounts_with_more_rights_are_refused(small_image, uid, gid, user, why):
     assert refused(small_image, uid=uid, gid=gid, user=user) == f"error {why}"
@@ -226,8 +227,8 @@ def test_image_accounts_with_more_rights_are_refused(small_image, uid, gid, user
 
 @pytest.mark.slow
 @pytest.mark.parametrize("over,why", [
-    (dict(workdir_root="/var/run", workdir="/var/run/sudo"), "/var/run is a symbolic link in the image"),
-    (dict(gid=27), "gid 27 is the image group sudo"),
+    (dict(workdir_root="/var/run", workdir="/var/run/sudo"), "job /var/run is a symbolic link in the image"),
+    (dict(gid=27), "job gid 27 is the image group sudo"),
 ])
 def test_debian_refusals(over, why):
     needs_root()

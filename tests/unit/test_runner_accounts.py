@@ -73,6 +73,7 @@ def run_accounts(shells, etc, uid, gid, user):
     """The runner's verdict in every shell: 'ok <group name>' or 'error <why>' (all agree)."""
     script = ('ETC=$1 uid=$2 gid=$3 user=$4 wd=/var/lib/condor/execute/dir_1\n'
               'fail() { printf "error %s\\n" "$*"; exit 1; }\n'
+              'fail_job() { fail "job $*"; }\n'
               + _account_section() + 'printf "ok %s\\n" "$gname"\n')
     verdicts = set()
     for name, argv, path in shells:
@@ -102,17 +103,17 @@ def run_accounts(shells, etc, uid, gid, user):
 ])
 def test_accounts_with_more_rights_are_refused(shells, etc, uid, gid, user, why):
     verdict, _ = run_accounts(shells, etc, uid, gid, user)
-    assert verdict == f"error {why}"
+    assert verdict == f"error job {why}"
 
 
 def test_duplicate_entries_are_refused(shells, etc):
     with open(etc / "passwd", "a") as f:
         f.write("alice2:x:3000:3000::/:/bin/sh\n")
-    assert run_accounts(shells, etc, 3000, 3000, "alice")[0] == "error uid 3000 is the image account alice2"
+    assert run_accounts(shells, etc, 3000, 3000, "alice")[0] == "error job uid 3000 is the image account alice2"
     (etc / "passwd").write_text(PASSWD)
     with open(etc / "group", "a") as f:
         f.write("other:x:6000:\nagain:x:6000:\n")
-    assert run_accounts(shells, etc, 2501, 6000, "racfjob")[0] == "error gid 6000 has 2 entries in /etc/group"
+    assert run_accounts(shells, etc, 2501, 6000, "racfjob")[0] == "error job gid 6000 has 2 entries in /etc/group"
 
 
 @pytest.mark.parametrize("rule", [
@@ -130,13 +131,13 @@ def test_sudoers_naming_the_user_or_its_group_is_refused(shells, etc, rule, wher
     with open(etc / where, "a") as f:
         f.write(rule + "\n")
     verdict, _ = run_accounts(shells, etc, 2501, 2501, "newuser")
-    assert verdict == f"error ETC/{where} names user newuser or group newuser (or every user)"
+    assert verdict == f"error job ETC/{where} names user newuser or group newuser (or every user)"
 
 
 def test_sudoers_naming_the_jobs_existing_group_is_refused(shells, etc):
     (etc / "sudoers.d" / "x").write_text("%racfjob ALL=(ALL) ALL\n")   # gid 5000 is "racfjob"
     verdict, _ = run_accounts(shells, etc, 2501, 5000, "newuser")
-    assert verdict == "error ETC/sudoers.d/x names user newuser or group racfjob (or every user)"
+    assert verdict == "error job ETC/sudoers.d/x names user newuser or group racfjob (or every user)"
 
 
 def test_a_fresh_account_is_added_and_nothing_else(shells, etc):

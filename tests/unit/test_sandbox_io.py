@@ -312,3 +312,25 @@ def test_archive_complete_only_with_end_blocks(tmp_path):
     for cut in (0, 100, 512, 1024, len(body), len(body) + 512):
         assert not sandbox_io.archive_complete(io.BytesIO(whole[:cut]))
     assert not sandbox_io.archive_complete(io.BytesIO(b"junk" * 200))
+
+
+def test_credentials_are_left_out_when_asked(tmp_path):
+    import io
+    import tarfile
+
+    from racf_vm.condor import sandbox
+
+    (tmp_path / "data.txt").write_text("data")
+    (tmp_path / ".condor_creds").mkdir()
+    (tmp_path / ".condor_creds" / "scitokens.use").write_text("token")
+    (tmp_path / "x509up_u2501").write_text("proxy")
+    (tmp_path / "proxy").mkdir()
+    (tmp_path / "proxy" / "p.pem").write_text("pem")
+    env = {"X509_USER_PROXY": str(tmp_path / "proxy" / "p.pem")}
+    for withhold, expect in ((env, {"data.txt", "proxy"}),
+                             (None, {"data.txt", "proxy", "proxy/p.pem", ".condor_creds",
+                                     ".condor_creds/scitokens.use", "x509up_u2501"})):
+        buf = io.BytesIO()
+        sandbox.write_input_tar(buf, str(tmp_path), withhold)
+        buf.seek(0)
+        assert {m.name for m in tarfile.open(fileobj=buf)} == expect
