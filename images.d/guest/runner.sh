@@ -208,19 +208,66 @@ fi
 # 0700 and given to the job's user. Nothing else is created or chowned. (Root acts on these
 # paths only here, before any process of the job's user exists; everything after the job
 # is done as the user.)
-p= rest=${root#/}
-while [ -n "$rest" ]; do
-    c=${rest%%/*}
-    case $rest in */*) rest=${rest#*/} ;; *) rest= ;; esac
-    p=$p/$c
-    [ -L "$p" ] && fail_job "$p is a symbolic link in the image"
-    [ -e "$p" ] || mkdir -m 0755 "$p" || fail "cannot create $p"
-    [ -d "$p" ] && [ ! -L "$p" ] || fail_job "$p is not a directory in the image"
-    [ "$(stat -c %u "$p")" = 0 ] || fail_job "$p is not owned by root in the image"
-done
+root_dirs() { # root_dirs PATH: every component a root-owned directory (absent ones made)
+    p= rest=${1#/}
+    while [ -n "$rest" ]; do
+        c=${rest%%/*}
+        case $rest in */*) rest=${rest#*/} ;; *) rest= ;; esac
+        p=$p/$c
+        [ -L "$p" ] && fail_job "$p is a symbolic link in the image"
+        [ -e "$p" ] || mkdir -m 0755 "$p" || fail "cannot create $p"
+        [ -d "$p" ] && [ ! -L "$p" ] || fail_job "$p is not a directory in the image"
+        [ "$(stat -c %u "$p")" = 0 ] || fail_job "$p is not owned by root in the image"
+    done
+}
+root_dirs "$root"
 [ -e "$wd" ] || [ -L "$wd" ] && fail_job "workdir already exists in the image"
 mkdir -m 0700 "$wd" || fail "cannot create workdir"
 chown "$uid:$gid" "$wd" || fail "cannot set up workdir"
+
+# -- storage: scratch and data disks, and /tmp -------------------------------------------------
+# The disks are found by serial; their mount points were checked by the host (absolute,
+# clean, outside the system's directories and the workdir) and are checked again here,
+# every component root's, like the workdir root. Mounted nosuid,nodev.
+disk_by_serial() { # disk_by_serial SERIAL -> $v (the block device)
+    v=
+    for b in /sys/block/vd*; do
+        [ "$(cat "$b/serial" 2>/dev/null)" = "$1" ] && v=/dev/${b##*/}
+    done
+    [ -n "$v" ] && [ -b "$v" ]
+}
+mount_disk() { # mount_disk SERIAL PATH OPTIONS
+    case $2 in
+        / | */ | *[!A-Za-z0-9._/+-]* | */../* | */.. | */./* | */. | *//*) fail "bad mount path for $1" ;;
+        /*) ;;
+        *) fail "bad mount path for $1" ;;
+    esac
+    disk_by_serial "$1" || fail "no disk $1"
+    root_dirs "$2"
+    mount -o "$3" "$v" "$2" || fail "cannot mount $1 on $2"
+    mounted="$2 $mounted"
+}
+mounted= scratch=
+if [ -f "$J/scratch_path" ]; then
+    readline scratch_path; scratch=$v
+    mount_disk racf-scratch "$scratch" nosuid,nodev
+    [ "$(stat -c %u "$scratch")" = "$uid" ] || fail "the scratch disk is not the job's"
+fi
+if [ -f "$J/data_path" ]; then
+    readline data_path; dpath=$v
+    readline data_mode; dmode=$v
+    case $dmode in ro|rw) ;; *) fail "bad data mode" ;; esac
+    mount_disk racf-data "$dpath" "$dmode,nosuid,nodev"
+fi
+# /tmp: on the scratch disk when there is one, else a tmpfs of a quarter of the memory
+# (no process of the job exists yet: root makes .tmp on the fresh filesystem safely)
+if [ -n "$scratch" ]; then
+    mkdir -m 1777 "$scratch/.tmp" && chmod 1777 "$scratch/.tmp" \
+        && mount -o bind "$scratch/.tmp" /tmp || fail "cannot put /tmp on the scratch disk"
+else
+    mount -t tmpfs -o mode=1777,nosuid,nodev,size=25% tmpfs /tmp || fail "cannot mount /tmp"
+fi
+mounted="/tmp $mounted"
 
 readline input_offset; off=$v
 case $off in ''|*[!0-9]*) fail "bad input offset" ;; esac
@@ -326,6 +373,10 @@ find . -mindepth 1 ! -type d -exec sh -c "$2" sh "$3" "$4" {} +
 find . -mindepth 1 -depth -type d -exec rmdir -- {} +
 exit 0' sh "$wd" "$PRUNE" "$mark_s" "$mark_n" </dev/null >/dev/null 2>&1 9>&-
 (cd / && as_user tar -C "$wd" -cf - .) </dev/null >"$P_OUTPUT" 2>/dev/null 9>&-
+# the disks go back clean (an exported scratch disk is used again): before the host,
+# which stops the guest once it has the exit status, can
+for m in $mounted; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
+sync
 status "exit $rc"
 exec 9>&-
 halt

@@ -7,49 +7,16 @@ the ad or the environment.
 """
 
 import posixpath
-from typing import Optional
 
+from racf_vm.condor import storage, userfiles
 from racf_vm.condor.ads import read_job_ad, read_machine_ad
 from racf_vm.condor.environment import filter_guest_env, parse_env_blob
 from racf_vm.condor.request import JobRequest
 from racf_vm.condor.values import normalize_abs_path
+from racf_vm.condor.wrapperargs import WrapperArgs, parse_wrapper_argv
 from racf_vm.config import LimitsConfig
 from racf_vm.core.errors import UsageError
 from racf_vm.images.catalog import validate_image_name
-
-USAGE = (
-    "usage: vm -i IMAGE  (submit file: executable = /usr/local/racf/vm, "
-    "arguments = -i IMAGE, transfer_executable = false, "
-    '+VM_Command = "/path/to/program", +VM_Args = "its arguments")'
-)
-
-
-def parse_wrapper_argv(argv: list[str]) -> str:
-    """The image name from the wrapper's own arguments (``-i IMAGE``, ``-iIMAGE``,
-    ``--image IMAGE``, ``--image=IMAGE``); anything else is a UsageError with the usage."""
-    image: Optional[str] = None
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a in ("-i", "--image"):
-            if i + 1 >= len(argv):
-                raise UsageError(f"{a} needs an image name; {USAGE}")
-            value = argv[i + 1]
-            i += 2
-        elif a.startswith("--image="):
-            value = a[len("--image="):]
-            i += 1
-        elif a.startswith("-i") and not a.startswith("--"):
-            value = a[2:]
-            i += 1
-        else:
-            raise UsageError(f"unexpected argument {a!r:.80}; {USAGE}")
-        if image is not None:
-            raise UsageError(f"the image is given twice; {USAGE}")
-        image = value
-    if image is None:
-        raise UsageError(f"no image given; {USAGE}")
-    return validate_image_name(image)
 
 
 def build_request(argv: list[str], env_blob: bytes, uid: int, gid: int, user: str,
@@ -59,7 +26,8 @@ def build_request(argv: list[str], env_blob: bytes, uid: int, gid: int, user: st
     ``uid``, ``gid`` and ``user`` come from the kernel (the shim's getuid()/getgid() and
     the passwd entry of that uid); the ads and the environment cannot change them.
     """
-    image = parse_wrapper_argv(argv)
+    wargs = parse_wrapper_argv(argv)
+    image = validate_image_name(wargs.image)
     env = parse_env_blob(env_blob, limits.max_env_bytes)
     scratch = env.get("_CONDOR_SCRATCH_DIR")
     if not scratch:
@@ -86,8 +54,24 @@ def build_request(argv: list[str], env_blob: bytes, uid: int, gid: int, user: st
         proc=ad.proc,
         machine_hint_cpus=hints.cpus,
         machine_hint_memory_mib=hints.memory_mib,
+        export_scratch=wargs.export_scratch,
+        **_storage(wargs, workdir, limits),
     )
     return request.validate(limits)
+
+
+def _storage(wargs: WrapperArgs, workdir: str, limits: LimitsConfig) -> dict:
+    fields: dict = {}
+    if wargs.scratch is not None:
+        fields["scratch_bytes"], fields["scratch_path"] = storage.parse_scratch(
+            wargs.scratch, limits.max_scratch_bytes, workdir)
+    if wargs.data is not None:
+        name, path, mode, fmt = storage.parse_data(wargs.data, workdir, wargs.data_format)
+        size = userfiles.check_data_file(workdir, name, fmt, limits.max_data_bytes)
+        fields.update(data_file=name, data_path=path, data_mode=mode, data_format=fmt, data_bytes=size)
+    elif wargs.data_format is not None:
+        raise UsageError("--data-format goes with --data")
+    return fields
 
 
 def build_request_json(argv: list[str], env_blob: str | bytes, uid: int, gid: int, user: str,

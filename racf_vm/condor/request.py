@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from racf_vm.condor import storage
 from racf_vm.condor.ads import SUBMIT_HINT
 from racf_vm.condor.environment import ENV_NAME_RE
 from racf_vm.condor.values import check_abs_path, check_int, check_text
@@ -43,6 +44,15 @@ class JobRequest:
     proc: int
     machine_hint_cpus: Optional[int] = None
     machine_hint_memory_mib: Optional[int] = None
+    # storage (racf_vm.condor.storage): 0 / "" when not asked for
+    scratch_bytes: int = 0
+    scratch_path: str = ""
+    data_file: str = ""  # a plain name in the sandbox
+    data_path: str = ""
+    data_mode: str = ""  # "ro" | "rw"
+    data_format: str = ""  # "qcow2" | "raw"
+    data_bytes: int = 0  # its virtual size when the request was made (root checks its copy)
+    export_scratch: bool = False
 
     def validate(self, limits: LimitsConfig) -> "JobRequest":
         """Check every field against the format rules and the site limits; return self.
@@ -97,7 +107,24 @@ class JobRequest:
             check_int("machine ad Cpus", self.machine_hint_cpus, 1, 2**20)
         if self.machine_hint_memory_mib is not None:
             check_int("machine ad Memory", self.machine_hint_memory_mib, 1, 2**40)
+        self._validate_storage(limits)
         return self
+
+    def _validate_storage(self, limits: LimitsConfig) -> None:
+        if self.scratch_bytes or self.scratch_path:
+            check_int("scratch size", self.scratch_bytes, 512, limits.max_scratch_bytes)
+            storage.check_mount_path(self.scratch_path, "--scratch", self.workdir)
+        if self.data_file or self.data_path:
+            storage.parse_data(f"{self.data_file}:{self.data_path}:{self.data_mode}", self.workdir,
+                               self.data_format)
+            check_int("data size", self.data_bytes, 1, limits.max_data_bytes)
+            a, b = self.data_path, self.scratch_path
+            if b and (a == b or a.startswith(b + "/") or b.startswith(a + "/")):
+                raise UsageError("--data and --scratch cannot be mounted one on or in the other")
+        if not isinstance(self.export_scratch, bool):
+            raise UsageError("export_scratch must be true or false")
+        if self.export_scratch and not (self.scratch_bytes or self.data_mode == "rw"):
+            raise UsageError("--export-scratch needs --scratch SIZE or --data FILE:PATH:rw")
 
     def to_json(self) -> str:
         """Serialize for the privsep pipe (ensure_ascii keeps it 7-bit clean)."""

@@ -48,6 +48,8 @@ class LimitsConfig:
     max_output_bytes: int = 1073741824
     max_stdout_bytes: int = 4294967296  # what the guest writes to the job's stdout
     max_stderr_bytes: int = 1073741824
+    max_scratch_bytes: int = 107374182400  # --scratch SIZE
+    max_data_bytes: int = 107374182400  # --data FILE (copied into the job directory)
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class TimeoutsConfig:
     shutdown_grace: float = 30.0
     poweroff: float = 60.0  # after `exit N` until the domain ends
     libvirt_connect: float = 30.0
-    after_destroy: float = 10.0  # a destroyed VM must be gone within this
+    after_destroy: float = 30.0  # a destroyed VM must be gone within this (a loaded host is slow)
     drain: float = 0.1  # after the job's end: for bytes still queued on the channels
     end_poll: float = 0.05  # while waiting for the output archive to complete
     output_stall: float = 30.0  # a job stdout/stderr nobody reads, before the rest is dropped

@@ -76,6 +76,8 @@ def _limits(r: TableReader) -> LimitsConfig:
                                    maximum=big),
         max_stdout_bytes=r.integer("max_stdout_bytes", d.max_stdout_bytes, minimum=1, maximum=big),
         max_stderr_bytes=r.integer("max_stderr_bytes", d.max_stderr_bytes, minimum=1, maximum=big),
+        max_scratch_bytes=r.integer("max_scratch_bytes", d.max_scratch_bytes, minimum=1 << 20, maximum=big),
+        max_data_bytes=r.integer("max_data_bytes", d.max_data_bytes, minimum=1 << 20, maximum=big),
     )
 
 

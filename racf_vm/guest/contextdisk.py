@@ -53,6 +53,12 @@ def control_files(request, workdir_root: str) -> list[tuple[str, bytes]]:
         ("job/workdir", request.workdir.encode() + b"\n"),
         ("job/workdir_root", workdir_root.encode() + b"\n"),
     ]
+    # storage: where the disk with serial racf-scratch / racf-data is mounted, and how
+    if getattr(request, "scratch_path", ""):
+        files.append(("job/scratch_path", request.scratch_path.encode() + b"\n"))
+    if getattr(request, "data_path", ""):
+        files.append(("job/data_path", request.data_path.encode() + b"\n"))
+        files.append(("job/data_mode", request.data_mode.encode() + b"\n"))
     argv = (request.command, *request.args)
     files += [(f"job/argv/{i:04d}", a.encode()) for i, a in enumerate(argv)]
     files += [(f"job/env/{i:04d}", f"{k}={v}".encode()) for i, (k, v) in enumerate(request.env)]

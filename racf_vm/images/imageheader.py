@@ -145,6 +145,14 @@ def _check_extensions(data: bytes, offset: int, path: str, allow_backing_format:
         offset += 8 + ((ext_len + 7) & ~7)
 
 
+def check_raw_header(head: bytes, path: str = "image") -> None:
+    """A raw image is never probed, but one that starts like another image format is a
+    catalog mistake or a planted header (CVE-2008-2004): refuse it outright."""
+    for magic, what in FOREIGN_MAGICS:
+        if head.startswith(magic):
+            raise _refuse(path, f"declared raw but it starts with a {what} header")
+
+
 def validate_base_image(path: str, fmt: ImageFormat,
                         backing: Optional[tuple[str, ImageFormat]] = None) -> BaseImageInfo:
     """Open ``path`` without following symlinks, check owner, mode and (qcow2) header.
@@ -173,12 +181,7 @@ def validate_base_image(path: str, fmt: ImageFormat,
         if backing is not None and fmt != "qcow2":
             raise _refuse(path, "a layer on a base image must be qcow2")
         if fmt == "raw":
-            # Never probed, but a raw base that starts like another image format is a
-            # catalog mistake or a planted header (CVE-2008-2004): refuse it outright.
-            head = os.pread(fd, 512, 0)
-            for magic, what in FOREIGN_MAGICS:
-                if head.startswith(magic):
-                    raise _refuse(path, f"declared raw but it starts with a {what} header")
+            check_raw_header(os.pread(fd, 512, 0), path)
             virtual_size = st.st_size
         else:
             head = os.pread(fd, 1 << 21, 0)  # at most one maximal cluster

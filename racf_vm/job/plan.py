@@ -24,6 +24,7 @@ from racf_vm.guest.protocol import CHANNEL_NAMES
 from racf_vm.images.catalog import BootSpec, ImageEntry
 from racf_vm.images.imageheader import BaseImageInfo
 from racf_vm.job import sizing, workspace
+from racf_vm.job.storageplan import StoragePlan, plan_storage
 from racf_vm.vm.devices import BackingFile, Disk, Nic, target_name
 from racf_vm.vm.disks import OVERLAY_NAME
 from racf_vm.vm.domain_xml import Boot, BootloaderBoot, DomainSpec, KernelBoot
@@ -57,6 +58,7 @@ class JobPlan:
     domain: DomainSpec  # for "untrusted", its NIC gets its MAC from the lease (with_mac)
     guest_request: JobRequest  # what the context disk carries (credentials only if allowed)
     withhold_credentials: bool  # leave credential files out of the input archive
+    storage: StoragePlan  # scratch and data disks, and what goes back to the sandbox
     output_tar: str
     timeouts: TimeoutsConfig
 
@@ -112,17 +114,18 @@ def plan_job(inputs: PlanInputs) -> JobPlan:
                          BackingFile(inputs.base.path, inputs.base.format)))
     context = Disk(role="context", path=os.path.join(job_dir, CONTEXT_DISK), format="raw",
                    target=target_name("virtio", 1), readonly=True, serial=contextdisk.SERIAL)
+    storage = plan_storage(req, job_dir, 2, cfg.limits.max_data_bytes)
     network, nics = plan_network(image, cfg)
     domain = DomainSpec(
         name=jobtag.DOMAIN_PREFIX + tag, tag=tag, pid=inputs.owner.pid, start=inputs.owner.start,
         uid=req.uid, domain_type="kvm" if inputs.accel == "kvm" else "qemu",
         memory_mib=size.memory_mib, vcpus=size.cpus, emulator=cfg.libvirt.emulator,
         boot=boot_of(image.boot), qemu_uid=inputs.qemu_uid, qemu_gid=inputs.qemu_gid,
-        disks=(root, context), channels=CHANNEL_NAMES, nics=nics, machine=cfg.libvirt.machine,
+        disks=(root, context, *storage.disks), channels=CHANNEL_NAMES, nics=nics, machine=cfg.libvirt.machine,
     )
     guest_request = req if image.credentials else dataclasses.replace(req, env=strip_credentials(req.env))
     return JobPlan(
         tag=tag, job_dir=job_dir, chain=(inputs.layer, inputs.base), size=size, network=network,
         domain=domain, guest_request=guest_request, withhold_credentials=not image.credentials,
-        output_tar=os.path.join(job_dir, OUTPUT_TAR), timeouts=cfg.timeouts,
+        storage=storage, output_tar=os.path.join(job_dir, OUTPUT_TAR), timeouts=cfg.timeouts,
     )

@@ -26,7 +26,7 @@ from racf_vm.core.errors import Cancelled, ConfigError, JobError, RefusedError
 from racf_vm.guest import channels, contextdisk, install
 from racf_vm.images import catalog, imageheader, locks, prepare, sync
 from racf_vm.job import plan as planner
-from racf_vm.job import sizing, workspace
+from racf_vm.job import sizing, storage, workspace
 from racf_vm.job.supervise import Supervisor
 from racf_vm.trust import pathtrust, privsep, selfcheck, starter
 from racf_vm.vm import accel, disks, domain, domain_xml
@@ -140,9 +140,14 @@ class JobRun:
         self._stack.callback(workspace.remove_job_dir, plan.job_dir)
         self._write_context_disk(plan)
         self._check_cancelled()
-        # the overlay may grow to the image's size, the output archive to its cap
-        workspace.check_free_space(plan.job_dir, plan.chain[0].virtual_size + cfg.limits.max_output_bytes,
-                                   "the job's disks")
+        # the overlay may grow to the image's size, the output archive to its cap, the
+        # storage disks to theirs
+        workspace.check_free_space(
+            plan.job_dir, plan.chain[0].virtual_size + cfg.limits.max_output_bytes + plan.storage.may_grow_to,
+            "the job's disks")
+        storage.make_disks(plan.storage, self.caller, self.request.workdir, plan.domain.qemu_uid,
+                           plan.domain.qemu_gid, t.sandbox)
+        self._check_cancelled()
         layer = plan.chain[0]
         disks.create_overlay(plan.job_dir, layer.path, layer.format,
                              plan.domain.qemu_uid, plan.domain.qemu_gid)
@@ -209,6 +214,8 @@ class JobRun:
                 )
             if outcome.output_bytes:
                 self._return_output(spool, plan)
+        for item in plan.storage.exports:
+            storage.export(item, self.caller, self.request.workdir, plan.timeouts.sandbox)
         return outcome.exit_status
 
     def _health_checks(self, dom) -> list:

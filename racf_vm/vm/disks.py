@@ -32,9 +32,10 @@ def create_overlay(
     qemu_uid: int,
     qemu_gid: int,
     *,
+    name: str = OVERLAY_NAME,
     qemu_img: str = QEMU_IMG,
 ) -> str:
-    """Create ``<job_dir>/overlay.qcow2`` backed by ``base``; owned by qemu uid/gid, 0600."""
+    """Create ``<job_dir>/<name>`` backed by ``base``; owned by qemu uid/gid, 0600."""
     if base_format not in ("qcow2", "raw"):
         raise InternalError(f"bad base format {base_format!r}")
     if not os.path.isabs(base):
@@ -42,11 +43,11 @@ def create_overlay(
     if qemu_uid <= 0 or qemu_gid <= 0:
         raise InternalError("the qemu uid/gid must not be root")
     dfd = open_dir(job_dir)
-    path = os.path.join(job_dir, OVERLAY_NAME)
+    path = os.path.join(job_dir, name)
     try:
         check_root_dir_fd(dfd, job_dir)
         fd = os.open(
-            OVERLAY_NAME,
+            name,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
             0o600,
             dir_fd=dfd,
@@ -59,7 +60,7 @@ def create_overlay(
                     timeout=60,
                     what="qemu-img create",
                 )
-                now = os.stat(OVERLAY_NAME, dir_fd=dfd, follow_symlinks=False)
+                now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
                 if (now.st_dev, now.st_ino) != (ours.st_dev, ours.st_ino) or not stat.S_ISREG(now.st_mode):
                     raise RefusedError(f"{path} was replaced while qemu-img wrote it")
                 if os.fstat(fd).st_size == 0:
@@ -68,7 +69,7 @@ def create_overlay(
                 os.fchmod(fd, 0o600)
             except BaseException:
                 try:
-                    os.unlink(OVERLAY_NAME, dir_fd=dfd)
+                    os.unlink(name, dir_fd=dfd)
                 except OSError:
                     pass
                 raise

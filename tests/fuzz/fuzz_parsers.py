@@ -20,7 +20,7 @@ from racf_vm.config import LimitsConfig, parse_config
 from racf_vm.core.errors import RacfError
 from racf_vm.condor.ads import parse_job_ad_text, read_job_ad, read_machine_ad
 from racf_vm.condor.environment import parse_env_blob
-from racf_vm.condor.intake import parse_wrapper_argv
+from racf_vm.condor.wrapperargs import parse_wrapper_argv
 from racf_vm.condor.request import JobRequest
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))

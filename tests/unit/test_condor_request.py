@@ -14,7 +14,9 @@ from racf_vm.config import LimitsConfig
 from racf_vm.core.errors import RefusedError, UsageError
 from racf_vm.condor.ads import read_job_ad, read_machine_ad
 from racf_vm.condor.environment import filter_guest_env, parse_env_blob
-from racf_vm.condor.intake import build_request, build_request_json, parse_wrapper_argv
+from racf_vm.condor.intake import build_request, build_request_json
+from racf_vm.condor.wrapperargs import parse_wrapper_argv
+from racf_vm.images.catalog import validate_image_name
 from racf_vm.condor.request import JobRequest
 
 LIMITS = LimitsConfig()
@@ -22,19 +24,23 @@ LIMITS = LimitsConfig()
 # --- wrapper argv ------------------------------------------------------------------------
 
 
+def image_of(argv):
+    return validate_image_name(parse_wrapper_argv(argv).image)
+
+
 @pytest.mark.parametrize(
     "argv", [["-i", "sl_53"], ["--image", "sl_53"], ["-isl_53"], ["--image=sl_53"]]
 )
 def test_argv_ok(argv):
-    assert parse_wrapper_argv(argv) == "sl_53"
+    assert image_of(argv) == "sl_53"
 
 
 @pytest.mark.parametrize(
     "argv, needle",
     [
         ([], "no image given"),
-        (["-i"], "needs an image name"),
-        (["--image"], "needs an image name"),
+        (["-i"], "needs a value"),
+        (["--image"], "needs a value"),
         (["-x"], "unexpected argument"),
         (["sl_53"], "unexpected argument"),
         (["-i", "a", "-i", "b"], "given twice"),
@@ -42,17 +48,28 @@ def test_argv_ok(argv):
         (["-i", "../../etc/shadow"], "invalid image name"),
         (["-i", ""], "invalid image name"),
         (["--help"], "usage:"),
+        (["-i", "a", "--export-scratch=yes"], "takes no value"),
+        (["-i", "a", "--scratch"], "needs a value"),
+        (["-i", "a", "--data", "x.img", "--data", "y.img"], "given twice"),
     ],
 )
 def test_argv_bad(argv, needle):
     with pytest.raises(UsageError) as e:
-        parse_wrapper_argv(argv)
+        image_of(argv)
     assert needle in str(e.value)
 
 
 def test_argv_errors_carry_usage():
     with pytest.raises(UsageError, match="usage: vm -i IMAGE"):
         parse_wrapper_argv(["-z"])
+
+
+def test_argv_storage_options():
+    a = parse_wrapper_argv(["-i", "x", "--scratch", "10G:/work", "--data=in.qcow2:/data:rw",
+                            "--data-format", "qcow2", "--export-scratch"])
+    assert (a.image, a.scratch, a.data, a.data_format, a.export_scratch) == (
+        "x", "10G:/work", "in.qcow2:/data:rw", "qcow2", True)
+    assert parse_wrapper_argv(["-i", "x"]).scratch is None
 
 
 # --- env blob -----------------------------------------------------------------------------

@@ -1,0 +1,69 @@
+"""The wrapper's own arguments (the submit file's ``arguments``), parsed strictly.
+
+``-i IMAGE`` (also ``-iIMAGE``, ``--image IMAGE``, ``--image=IMAGE``) is required;
+``--scratch SIZE[:PATH]``, ``--data FILE[:PATH[:ro|rw]]``, ``--data-format qcow2|raw`` and
+``--export-scratch`` are optional. Each at most once; anything else is a UsageError that
+shows the usage. Values are returned as given: racf_vm.condor.intake checks them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from racf_vm.core.errors import UsageError
+
+USAGE = (
+    "usage: vm -i IMAGE [--scratch SIZE[:PATH]] [--data FILE[:PATH[:ro|rw]]] "
+    "[--data-format qcow2|raw] [--export-scratch]  (submit file: executable = /usr/local/racf/vm, "
+    "arguments = -i IMAGE, transfer_executable = false, "
+    '+VM_Command = "/path/to/program", +VM_Args = "its arguments")'
+)
+# option -> (field, takes a value)
+OPTIONS = {
+    "--image": ("image", True),
+    "--scratch": ("scratch", True),
+    "--data": ("data", True),
+    "--data-format": ("data_format", True),
+    "--export-scratch": ("export_scratch", False),
+}
+SHORT = {"-i": "--image"}
+
+
+@dataclass(frozen=True)
+class WrapperArgs:
+    image: str
+    scratch: Optional[str] = None
+    data: Optional[str] = None
+    data_format: Optional[str] = None
+    export_scratch: bool = False
+
+
+def parse_wrapper_argv(argv: list[str]) -> WrapperArgs:
+    found: dict = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        name, value = arg, None
+        if arg.startswith("--") and "=" in arg:
+            name, _, value = arg.partition("=")
+        elif arg.startswith("-i") and not arg.startswith("--") and len(arg) > 2:
+            name, value = "-i", arg[2:]
+        name = SHORT.get(name, name)
+        if name not in OPTIONS:
+            raise UsageError(f"unexpected argument {arg!r:.80}; {USAGE}")
+        field, takes_value = OPTIONS[name]
+        if field in found:
+            raise UsageError(f"{name} is given twice; {USAGE}")
+        if takes_value and value is None:
+            if i >= len(argv):
+                raise UsageError(f"{arg} needs a value; {USAGE}")
+            value = argv[i]
+            i += 1
+        elif not takes_value and value is not None:
+            raise UsageError(f"{name} takes no value; {USAGE}")
+        found[field] = value if takes_value else True
+    if "image" not in found:
+        raise UsageError(f"no image given; {USAGE}")
+    return WrapperArgs(**found)
