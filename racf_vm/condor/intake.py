@@ -7,6 +7,7 @@ the ad or the environment.
 """
 
 import posixpath
+from dataclasses import dataclass
 from typing import Optional
 
 from racf_vm.condor.ads import read_job_ad, read_machine_ad
@@ -14,42 +15,62 @@ from racf_vm.condor.environment import filter_guest_env, parse_env_blob
 from racf_vm.condor.request import JobRequest
 from racf_vm.condor.values import normalize_abs_path
 from racf_vm.config import LimitsConfig
+from racf_vm.config.integration import PROFILE_NAME_RE
 from racf_vm.core.errors import UsageError
 from racf_vm.images.catalog import validate_image_name
 
 USAGE = (
-    "usage: vm -i IMAGE  (submit file: executable = /usr/local/racf/vm, "
+    "usage: vm -i IMAGE [-p PROFILE]  (submit file: executable = /usr/local/racf/vm, "
     "arguments = -i IMAGE, transfer_executable = false, "
     '+VM_Command = "/path/to/program", +VM_Args = "its arguments")'
 )
+# (short form, long form, WrapperArgs field)
+_OPTIONS = (("-i", "--image", "image"), ("-p", "--profile", "profile"))
 
 
-def parse_wrapper_argv(argv: list[str]) -> str:
-    """The image name from the wrapper's own arguments (``-i IMAGE``, ``-iIMAGE``,
-    ``--image IMAGE``, ``--image=IMAGE``); anything else is a UsageError with the usage."""
-    image: Optional[str] = None
+@dataclass(frozen=True)
+class WrapperArgs:
+    """What the wrapper's own arguments ask for: an image, and maybe an instance profile."""
+
+    image: str
+    profile: Optional[str] = None
+
+
+def _option(argv: list[str], i: int) -> tuple[str, str, int]:
+    """The field, value and next index of the option at ``argv[i]`` (``-x V``, ``-xV``,
+    ``--long V``, ``--long=V``); UsageError for anything else."""
+    a = argv[i]
+    for short, long, field in _OPTIONS:
+        if a in (short, long):
+            if i + 1 >= len(argv):
+                raise UsageError(f"{a} needs {'an' if field == 'image' else 'a'} {field} name; {USAGE}")
+            return field, argv[i + 1], i + 2
+        if a.startswith(long + "="):
+            return field, a[len(long) + 1:], i + 1
+        if a.startswith(short) and not a.startswith("--"):
+            return field, a[len(short):], i + 1
+    raise UsageError(f"unexpected argument {a!r:.80}; {USAGE}")
+
+
+def parse_wrapper_argv(argv: list[str]) -> WrapperArgs:
+    """The image (``-i IMAGE``, ``-iIMAGE``, ``--image IMAGE``, ``--image=IMAGE``) and the
+    optional instance profile (``-p``/``--profile``, same forms) from the wrapper's own
+    arguments; anything else is a UsageError with the usage. Whether the profile exists is
+    the site's to say (racf_vm.config.integration.find_profile); here only its form."""
+    found: dict[str, str] = {}
     i = 0
     while i < len(argv):
-        a = argv[i]
-        if a in ("-i", "--image"):
-            if i + 1 >= len(argv):
-                raise UsageError(f"{a} needs an image name; {USAGE}")
-            value = argv[i + 1]
-            i += 2
-        elif a.startswith("--image="):
-            value = a[len("--image="):]
-            i += 1
-        elif a.startswith("-i") and not a.startswith("--"):
-            value = a[2:]
-            i += 1
-        else:
-            raise UsageError(f"unexpected argument {a!r:.80}; {USAGE}")
-        if image is not None:
-            raise UsageError(f"the image is given twice; {USAGE}")
-        image = value
-    if image is None:
+        field, value, i = _option(argv, i)
+        if field in found:
+            raise UsageError(f"the {field} is given twice; {USAGE}")
+        found[field] = value
+    if "image" not in found:
         raise UsageError(f"no image given; {USAGE}")
-    return validate_image_name(image)
+    profile = found.get("profile")
+    if profile is not None and not PROFILE_NAME_RE.fullmatch(profile):
+        raise UsageError(f"invalid profile name {profile!r:.80}: use lower-case letters, digits "
+                         f"and '_', starting with a letter; {USAGE}")
+    return WrapperArgs(validate_image_name(found["image"]), profile)
 
 
 def build_request(argv: list[str], env_blob: bytes, uid: int, gid: int, user: str,
@@ -59,7 +80,7 @@ def build_request(argv: list[str], env_blob: bytes, uid: int, gid: int, user: st
     ``uid``, ``gid`` and ``user`` come from the kernel (the shim's getuid()/getgid() and
     the passwd entry of that uid); the ads and the environment cannot change them.
     """
-    image = parse_wrapper_argv(argv)
+    wanted = parse_wrapper_argv(argv)
     env = parse_env_blob(env_blob, limits.max_env_bytes)
     scratch = env.get("_CONDOR_SCRATCH_DIR")
     if not scratch:
@@ -73,7 +94,8 @@ def build_request(argv: list[str], env_blob: bytes, uid: int, gid: int, user: st
     hints = read_machine_ad(machine_ad_path, limits.max_job_ad_bytes)
     slot = env.get("_CONDOR_SLOT") or "slot"
     request = JobRequest(
-        image=image,
+        image=wanted.image,
+        profile=wanted.profile,
         command=ad.command,
         args=ad.args,
         env=filter_guest_env(env),
