@@ -8,6 +8,10 @@ STATEDIR ?= /var/lib/racf-vm
 SHIM_PATH ?= /usr/local/racf/vm
 PREP_USER ?= racf-prep
 UNITDIR ?= /etc/systemd/system
+# The HTCondor integrations (racf_vm/condor/integration_paths.py; [condor] libexec_dir)
+LIBEXECDIR ?= $(PREFIX)/libexec/racf-vm
+INTEGRATION_TOOLS := racf-vm-advertise racf-vm-libvirt-xml racf-vm-hook-prepare racf-vm-hook-exit \
+	racf-vm-transfer racf-vm-route-translate racf-vm-route-finalize
 PY := $(VENV)/bin/python
 
 # The test copy of the shim and the starter stand-in (root-owned, outside the repo).
@@ -52,6 +56,15 @@ install: build
 		$(if $(DESTDIR),--root $(DESTDIR)) .
 	rm -rf build racf_vm.egg-info
 	ln -sf $(VENV)/bin/racf-vm $(DESTDIR)$(PREFIX)/sbin/racf-vm
+	@# the HTCondor integrations, as racf-vm condor-config names them
+	install -d -o root -g root -m 0755 $(DESTDIR)$(LIBEXECDIR)
+	ln -sf $(VENV)/bin/racf-vm-advertise $(DESTDIR)$(LIBEXECDIR)/racf-vm-advertise
+	ln -sf $(VENV)/bin/racf-vm-libvirt-xml $(DESTDIR)$(LIBEXECDIR)/racf-vm-libvirt-xml
+	ln -sf $(VENV)/bin/racf-vm-hook-prepare $(DESTDIR)$(LIBEXECDIR)/racf-vm-hook-prepare
+	ln -sf $(VENV)/bin/racf-vm-hook-exit $(DESTDIR)$(LIBEXECDIR)/racf-vm-hook-exit
+	ln -sf $(VENV)/bin/racf-vm-transfer $(DESTDIR)$(LIBEXECDIR)/racf-vm-transfer
+	ln -sf $(VENV)/bin/racf-vm-route-translate $(DESTDIR)$(LIBEXECDIR)/racf-vm-route-translate
+	ln -sf $(VENV)/bin/racf-vm-route-finalize $(DESTDIR)$(LIBEXECDIR)/racf-vm-route-finalize
 	install -d -o root -g root -m 0755 $(DESTDIR)$(SYSCONFDIR) $(DESTDIR)$(SYSCONFDIR)/images.d
 	test -e $(DESTDIR)$(SYSCONFDIR)/racf-vm.toml || \
 		install -o root -g root -m 0644 etc/racf-vm.toml $(DESTDIR)$(SYSCONFDIR)/racf-vm.toml
@@ -81,6 +94,8 @@ uninstall:
 	rm -f $(DESTDIR)$(UNITDIR)/racf-vm-gc.service $(DESTDIR)$(UNITDIR)/racf-vm-gc.timer \
 		$(DESTDIR)/etc/cron.d/racf-vm-gc
 	rm -f $(DESTDIR)$(SHIM_PATH) $(DESTDIR)$(PREFIX)/sbin/racf-vm
+	rm -f $(addprefix $(DESTDIR)$(LIBEXECDIR)/,$(INTEGRATION_TOOLS))
+	-rmdir $(DESTDIR)$(LIBEXECDIR)
 	rm -rf $(DESTDIR)$(PREFIX)/share/racf-vm
 	-$(PY) -m pip uninstall -y -q racf-vm
 

@@ -6,7 +6,8 @@
   started, total, and the guest command's exit -> the wrapper's exit; the wrapper's peak
   memory (its own log line);
 - the first job on a never-prepared image, with the preparation shown separately;
-- eight concurrent first jobs on one never-prepared image: how many preparations ran.
+- eight concurrent first jobs on one never-prepared image: how many preparations ran;
+- the STARTD_CRON advertiser (racf-vm-advertise) as an unprivileged user: one line.
 
 Goals (issue 10): warm total <= 1.3x the floor; guest exit -> wrapper exit < 0.5 s;
 eight concurrent first jobs -> one preparation.
@@ -74,6 +75,35 @@ def _concurrent_first_jobs(images: dict):
     return ok, wall, preparations
 
 
+ADVERTISE_RUNS = 10
+
+
+def bench_advertise(user: str = "racfjob2") -> float:
+    """The installed racf-vm-advertise run as STARTD_CRON runs it (the condor user's
+    stand-in, argv NAME --config, a daemon's environment, cwd /); prints one line and
+    returns the median seconds. Goal (issue 13): under a second."""
+    import pwd
+
+    from racf_vm.condor import integration_paths as ip
+
+    pw = pwd.getpwnam(user)
+    argv = [ip.tool_path(ip.DEFAULT_LIBEXEC_DIR, ip.ADVERTISE), ip.CRON_JOB_NAME,
+            "--config", str(testenv.TEST_CONFIG)]
+    times = []
+    for _ in range(ADVERTISE_RUNS):
+        started = time.monotonic()
+        proc = subprocess.run(argv, env={"PATH": "/usr/bin:/bin"}, cwd="/", stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=60, user=pw.pw_uid, group=pw.pw_gid,
+                              extra_groups=[])
+        times.append(time.monotonic() - started)
+        if proc.returncode != 0 or b"RacfVMCanRun = " not in proc.stdout:
+            raise SystemExit(f"bench: racf-vm-advertise failed ({proc.returncode}): {proc.stderr!r}")
+    median = statistics.median(times)
+    print(f"  racf-vm-advertise as {user} (STARTD_CRON): median {median:.3f} s, max {max(times):.3f} s "
+          f"of {ADVERTISE_RUNS} runs (goal < 1 s: {'met' if max(times) < 1 else 'MISSED'})")
+    return median
+
+
 def main() -> int:
     started_services = services.ensure_libvirtd()
     try:
@@ -115,6 +145,7 @@ def main() -> int:
         ]
         for what, met, value in goals:
             print(f"  goal: {what}: {'met' if met else 'MISSED'} ({value})")
+        bench_advertise()
         return 0
     finally:
         if started_services:

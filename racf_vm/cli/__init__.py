@@ -1,4 +1,4 @@
-"""The administrator's command line: ``racf-vm gc|doctor|policy|images``.
+"""The administrator's command line: ``racf-vm gc|doctor|policy|images|condor-config``.
 
 One module per command group. One exit path: every RacfError becomes one line
 ``racf-vm: ...`` and its sysexits status; ``-v``/``--verbose`` add the detail.
@@ -43,12 +43,13 @@ def cli(ctx, config_path, verbose):
 
 
 def _register_commands() -> None:
+    from racf_vm.cli.condor import condor_config_command
     from racf_vm.cli.doctor import doctor_command
     from racf_vm.cli.gc import gc_command
     from racf_vm.cli.images import images_group
     from racf_vm.cli.policy import policy_group
 
-    for command in (gc_command, policy_group, doctor_command, images_group):
+    for command in (gc_command, policy_group, doctor_command, images_group, condor_config_command):
         cli.add_command(command)
 
 

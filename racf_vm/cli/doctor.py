@@ -8,7 +8,6 @@ checked, so a new admin sees the whole list at once.
 from __future__ import annotations
 
 import os
-import socket
 import stat
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -17,6 +16,7 @@ import click
 
 from racf_vm.cli.policy import policy_problems
 from racf_vm.core.errors import ConfigError, RacfError
+from racf_vm.core.unixsock import socket_answers
 
 SHIM = "/usr/local/racf/vm"
 VIRTLOGD_SOCKET = "/run/libvirt/virtlogd-sock"
@@ -40,18 +40,6 @@ def start_command(daemon: str) -> str:
     if os.path.isdir(SYSTEMD_RUNNING):
         return f"systemctl enable --now {daemon}"
     return f"{daemon} -d"
-
-
-def socket_answers(path: str, timeout: float = 2.0) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def check_shim(path: str = SHIM) -> Finding:

@@ -42,6 +42,7 @@ def build_request(argv: list[str], env_blob: bytes, uid: int, gid: int, user: st
     slot = env.get("_CONDOR_SLOT") or "slot"
     request = JobRequest(
         image=image,
+        profile=wargs.profile,
         command=ad.command,
         args=ad.args,
         env=filter_guest_env(env),

@@ -18,6 +18,7 @@ from racf_vm.condor.ads import SUBMIT_HINT
 from racf_vm.condor.environment import ENV_NAME_RE
 from racf_vm.condor.values import check_abs_path, check_int, check_text
 from racf_vm.config import LimitsConfig
+from racf_vm.config.integration import PROFILE_NAME_RE
 from racf_vm.core.errors import RefusedError, UsageError
 from racf_vm.images.catalog import validate_image_name
 
@@ -44,6 +45,7 @@ class JobRequest:
     proc: int
     machine_hint_cpus: Optional[int] = None
     machine_hint_memory_mib: Optional[int] = None
+    profile: Optional[str] = None  # an instance profile name (-p); the site's list decides
     # storage (racf_vm.condor.storage): 0 / "" when not asked for
     scratch_bytes: int = 0
     scratch_path: str = ""
@@ -107,6 +109,9 @@ class JobRequest:
             check_int("machine ad Cpus", self.machine_hint_cpus, 1, 2**20)
         if self.machine_hint_memory_mib is not None:
             check_int("machine ad Memory", self.machine_hint_memory_mib, 1, 2**40)
+        if self.profile is not None and not (isinstance(self.profile, str)
+                                             and PROFILE_NAME_RE.fullmatch(self.profile)):
+            raise UsageError(f"invalid profile name {self.profile!r:.80}")
         self._validate_storage(limits)
         return self
 

@@ -1,7 +1,8 @@
 """The wrapper's own arguments (the submit file's ``arguments``), parsed strictly.
 
 ``-i IMAGE`` (also ``-iIMAGE``, ``--image IMAGE``, ``--image=IMAGE``) is required;
-``--scratch SIZE[:PATH]``, ``--data FILE[:PATH[:ro|rw]]``, ``--data-format qcow2|raw`` and
+``-p PROFILE`` (same forms; an instance profile: its name only here, the site's list
+decides whether it exists), ``--scratch SIZE[:PATH]``, ``--data FILE[:PATH[:ro|rw]]``, ``--data-format qcow2|raw`` and
 ``--export-scratch`` are optional. Each at most once; anything else is a UsageError that
 shows the usage. Values are returned as given: racf_vm.condor.intake checks them.
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from racf_vm.config.integration import PROFILE_NAME_RE
 from racf_vm.core.errors import UsageError
 
 USAGE = (
-    "usage: vm -i IMAGE [--scratch SIZE[:PATH]] [--data FILE[:PATH[:ro|rw]]] "
+    "usage: vm -i IMAGE [-p PROFILE] [--scratch SIZE[:PATH]] [--data FILE[:PATH[:ro|rw]]] "
     "[--data-format qcow2|raw] [--export-scratch]  (submit file: executable = /usr/local/racf/vm, "
     "arguments = -i IMAGE, transfer_executable = false, "
     '+VM_Command = "/path/to/program", +VM_Args = "its arguments")'
@@ -22,17 +24,19 @@ USAGE = (
 # option -> (field, takes a value)
 OPTIONS = {
     "--image": ("image", True),
+    "--profile": ("profile", True),
     "--scratch": ("scratch", True),
     "--data": ("data", True),
     "--data-format": ("data_format", True),
     "--export-scratch": ("export_scratch", False),
 }
-SHORT = {"-i": "--image"}
+SHORT = {"-i": "--image", "-p": "--profile"}
 
 
 @dataclass(frozen=True)
 class WrapperArgs:
     image: str
+    profile: Optional[str] = None
     scratch: Optional[str] = None
     data: Optional[str] = None
     data_format: Optional[str] = None
@@ -48,8 +52,8 @@ def parse_wrapper_argv(argv: list[str]) -> WrapperArgs:
         name, value = arg, None
         if arg.startswith("--") and "=" in arg:
             name, _, value = arg.partition("=")
-        elif arg.startswith("-i") and not arg.startswith("--") and len(arg) > 2:
-            name, value = "-i", arg[2:]
+        elif arg[:2] in SHORT and len(arg) > 2:
+            name, value = arg[:2], arg[2:]
         name = SHORT.get(name, name)
         if name not in OPTIONS:
             raise UsageError(f"unexpected argument {arg!r:.80}; {USAGE}")
@@ -66,4 +70,8 @@ def parse_wrapper_argv(argv: list[str]) -> WrapperArgs:
         found[field] = value if takes_value else True
     if "image" not in found:
         raise UsageError(f"no image given; {USAGE}")
+    profile = found.get("profile")
+    if profile is not None and not PROFILE_NAME_RE.fullmatch(profile):
+        raise UsageError(f"invalid profile name {profile!r:.80}: use lower-case letters, digits "
+                         f"and '_', starting with a letter; {USAGE}")
     return WrapperArgs(**found)

@@ -7,6 +7,7 @@ the line. File trust (owner, mode, every path component) is the caller's job: th
 only turns trusted bytes into frozen values.
 """
 
+from racf_vm.config.integration import CondorConfig, Profile  # noqa: F401
 from racf_vm.config.model import (  # noqa: F401
     LOG_LEVELS,
     Config,

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+from racf_vm.config.integration import DEFAULT_PROFILES, CondorConfig, Profile
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -139,3 +141,5 @@ class Config:
     untrusted_network: UntrustedNetworkConfig = field(default_factory=UntrustedNetworkConfig)
     guestfs: GuestfsConfig = field(default_factory=GuestfsConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    condor: CondorConfig = field(default_factory=CondorConfig)
+    profiles: tuple[Profile, ...] = DEFAULT_PROFILES  # instance profiles (racf_vm.config.integration)

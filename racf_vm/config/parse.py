@@ -2,6 +2,11 @@
 
 import ipaddress
 
+from racf_vm.config.integration import (
+    check_profiles_fit_sizing,
+    parse_condor,
+    parse_profiles,
+)
 from racf_vm.config.model import (
     LOG_LEVELS,
     Config,
@@ -181,6 +186,7 @@ _SECTIONS = {
     "network": _network,
     "untrusted_network": _untrusted_network,
     "guestfs": _guestfs,
+    "condor": parse_condor,
 }
 
 
@@ -203,6 +209,9 @@ def parse_config(data: bytes, source: str) -> Config:
     reader = TableReader(top.raw("images", {}), source, text, "images")
     parts["images"] = _images(reader, parts["paths"].image_dir)
     reader.finish()
+    parts["profiles"] = parse_profiles(top.raw("profiles", None), source, text)
+    check_profiles_fit_sizing(parts["profiles"], parts["sizing"].min_cpus,
+                              parts["sizing"].min_memory_mib, source)
     top.finish()
     if parts["network"].trusted_bridge and parts["network"].trusted_bridge == parts["untrusted_network"].bridge:
         raise ConfigError(f"{source}: network.trusted_bridge and untrusted_network.bridge are both "

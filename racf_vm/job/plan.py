@@ -2,7 +2,8 @@
 
 ``plan_job`` turns what was validated and measured (the request, its catalog entry, base
 image and prepared layer, the slot, the site config, the accelerator) into a ``JobPlan``:
-the job's tag and directory, the VM's size, its disks (the overlay on the prepared layer,
+the job's tag and directory, the VM's size (the slot's, lowered to the instance profile
+the job asked for), its disks (the overlay on the prepared layer,
 the read-only context disk) and NICs as a DomainSpec, the network, the timeouts. Nothing here touches the system; racf_vm.job.run carries a
 plan out, and unit tests check each decision without root.
 """
@@ -17,6 +18,7 @@ from typing import Literal
 from racf_vm.condor.credentials import strip_credentials
 from racf_vm.condor.request import JobRequest
 from racf_vm.config import Config, TimeoutsConfig
+from racf_vm.config.integration import find_profile
 from racf_vm.core import jobtag
 from racf_vm.core.errors import InternalError
 from racf_vm.guest import contextdisk
@@ -101,11 +103,11 @@ def plan_network(image: ImageEntry, config: Config) -> tuple[Network, tuple[Nic,
 
 def plan_job(inputs: PlanInputs) -> JobPlan:
     req, cfg, image = inputs.request, inputs.config, inputs.image
-    size = sizing.plan_vm_size(
+    size = sizing.apply_profile(sizing.plan_vm_size(
         inputs.slot.limits, cfg.sizing,
         host_cpus=inputs.slot.host_cpus, host_memory_mib=inputs.slot.host_memory_mib,
         hint_cpus=req.machine_hint_cpus, hint_memory_mib=req.machine_hint_memory_mib,
-    )
+    ), find_profile(cfg.profiles, req.profile))
     tag = jobtag.make_tag(req.slot, req.cluster, req.proc, inputs.owner)
     job_dir = os.path.join(cfg.paths.state_dir, workspace.JOBS_DIR, tag)
     root = Disk(role="root", path=os.path.join(job_dir, OVERLAY_NAME), format="qcow2",

@@ -19,8 +19,9 @@ import time
 from typing import Optional
 
 from racf_vm import config as config_mod
-from racf_vm.condor import intake, sandbox
+from racf_vm.condor import chirp, intake, sandbox
 from racf_vm.condor.request import JobRequest
+from racf_vm.config.integration import find_profile
 from racf_vm.core import jobtag, logsetup
 from racf_vm.core.errors import Cancelled, ConfigError, JobError, RefusedError
 from racf_vm.guest import channels, contextdisk, install
@@ -58,6 +59,7 @@ class JobRun:
         self._qemu_exited = False
         self._stack = contextlib.ExitStack()  # everything the job holds, released in reverse
         self._input_manifest: list = []  # sandbox.write_input_tar's, for extract_output_tar
+        self.publisher = chirp.NullPublisher()  # the VM's state into the job's ad (chirp)
         self.started_at = exec_time()
 
     # -- set-up -----------------------------------------------------------------
@@ -101,6 +103,9 @@ class JobRun:
         )
         self.request = req = JobRequest.from_json(raw, cfg.limits)
         starter.check_sandbox(req.workdir, cfg.parent.execute, self.starter_pid)
+        find_profile(cfg.profiles, req.profile)  # an unknown profile fails before any work
+        # forked now, before libvirt's threads exist; the agent is the job's user
+        self.publisher = self._stack.enter_context(chirp.publisher_for(req.workdir, self.caller))
         runner = install.read_runner(cfg.paths.runner)  # refuse before any state exists
         image = self._lookup_image(req.image)
         if not image.trusted:  # a firewall that cannot work refuses the job before any state
@@ -153,14 +158,18 @@ class JobRun:
                              plan.domain.qemu_uid, plan.domain.qemu_gid)
         self.conn = domain.open_connection(cfg.libvirt.uri, t.libvirt_connect)
         self._stack.callback(self._close_connection)
+        address = {}
         if plan.network == "untrusted":
             import netpolicy
 
             lease = self._stack.enter_context(netpolicy.untrusted_lease(self.conn, cfg, plan.tag))
             plan = plan.with_mac(lease.mac)
+            address["RacfVMAddress"] = lease.ip
         self._check_cancelled()
         for image in plan.chain:  # QEMU must get the very files we validated
             imageheader.recheck_base_image(image)
+        self.publisher.update(RacfVMState="booting",
+                              RacfVMAccel="kvm" if plan.domain.domain_type == "kvm" else "tcg", **address)
         return self._boot_and_wait(plan)
 
     def _write_context_disk(self, plan: planner.JobPlan) -> None:
@@ -202,12 +211,14 @@ class JobRun:
                 chans.connect(timeout=plan.timeouts.libvirt_connect)
                 outcome = Supervisor(dom, chans, spool, plan.timeouts, self.config.limits,
                                      exec_time=self.started_at, terminated=lambda: self.terminated,
-                                     checks=self._health_checks(dom)).run()
+                                     checks=self._health_checks(dom),
+                                     on_started=lambda: self.publisher.update(RacfVMState="running")).run()
             finally:
                 self._chans = None
                 chans.close()
             self._qemu_exited = True
             log.info("guest gone %.2fs after exec", time.monotonic() - self.started_at)
+            self.publisher.update(RacfVMState="exited", RacfVMExitCode=outcome.exit_status)
             if outcome.output_overflow:
                 raise JobError(
                     f"the job's output files exceed the site limit of {self.config.limits.max_output_bytes} bytes"

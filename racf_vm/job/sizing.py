@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from racf_vm.config import SizingConfig
+from racf_vm.config import Profile, SizingConfig
 from racf_vm.core.errors import RefusedError
 
 MIB = 1024 * 1024
@@ -256,6 +256,15 @@ def plan_vm_size(limits: SlotLimits, policy: SizingConfig, host_cpus: int,
             f"request_memory at least {need} (MiB)"
         )
     return VMSize(cpus=cpus, memory_mib=memory)
+
+
+def apply_profile(size: VMSize, profile: Optional[Profile]) -> VMSize:
+    """The slot's size, lowered to the instance profile the job asked for: a profile is an
+    upper bound and never raises the VM above its slot (the site keeps every profile at or
+    above min_cpus/min_memory_mib, so the result still meets them)."""
+    if profile is None:
+        return size
+    return VMSize(cpus=min(size.cpus, profile.cpus), memory_mib=min(size.memory_mib, profile.memory_mib))
 
 
 def read_slot(sysfs_root: str = "/sys/fs/cgroup") -> Slot:

@@ -41,9 +41,11 @@ class GuestOutcome:
 class GuestState:
     """What the runner reported on the status channel."""
 
-    def __init__(self, exec_time: float, on_end: Callable[[], None]):
+    def __init__(self, exec_time: float, on_end: Callable[[], None],
+                 on_started: Callable[[], None] = lambda: None):
         self.exec_time = exec_time
         self._on_end = on_end  # wakes the pump so the host can stop waiting early
+        self._on_started = on_started  # e.g. publishes "running" into the job's ad (chirp)
         self.started_at: Optional[float] = None
         self.ended_at: Optional[float] = None
         self.exit_status: Optional[int] = None
@@ -56,6 +58,7 @@ class GuestState:
         if line.kind == "started" and self.started_at is None:
             self.started_at = now
             log.info("guest command started %.2fs after exec", now - self.exec_time)
+            self._on_started()
         elif line.kind == "exit" and self.ended_at is None:
             self.exit_status, self.ended_at = line.code, now
             log.info("guest command exited with %d, %.2fs after exec", line.code, now - self.exec_time)
@@ -83,7 +86,7 @@ class Supervisor:
 
     def __init__(self, dom, chans: GuestChannels, spool: BinaryIO, timeouts: TimeoutsConfig,
                  limits: LimitsConfig, *, exec_time: float, terminated: Callable[[], bool],
-                 checks: Sequence[Callable[[], None]] = ()):
+                 checks: Sequence[Callable[[], None]] = (), on_started: Callable[[], None] = lambda: None):
         self.dom = dom
         self.checks = checks  # each raises a RacfError when the guest must not go on
         self._next_check = 0.0
@@ -92,7 +95,7 @@ class Supervisor:
         self.spool = spool
         self.t = timeouts
         self.terminated = terminated
-        self.state = GuestState(exec_time, on_end=chans.interrupt)
+        self.state = GuestState(exec_time, on_end=chans.interrupt, on_started=on_started)
         self.streams = (StreamSink(1, "stdout", limits.max_stdout_bytes, timeouts.output_stall, chans.interrupt),
                         StreamSink(2, "stderr", limits.max_stderr_bytes, timeouts.output_stall, chans.interrupt))
 

@@ -108,6 +108,19 @@ def _write_cache(state_dir: str, data: dict) -> None:
         raise
 
 
+def cached_accel(state_dir: str, emulator: str) -> Accel | None:
+    """The probe's remembered answer if it still holds for this kernel and emulator, else
+    None. Never probes: an unprivileged reader (the node advertiser) calls this."""
+    try:
+        key = _cache_key(emulator)
+    except OSError:
+        return None
+    cached = _read_cache(os.path.join(state_dir, ACCEL_FILE))
+    if cached and cached.get("key") == key and cached.get("accel") in ("kvm", "tcg"):
+        return cached["accel"]
+    return None
+
+
 def choose_accel(
     config_accel: str,
     state_dir: str,
@@ -124,9 +137,9 @@ def choose_accel(
     except OSError as exc:
         raise ConfigError(f"the emulator {emulator} is missing", detail=str(exc)) from exc
     path = os.path.join(state_dir, ACCEL_FILE)
-    cached = _read_cache(path)
-    if cached and cached.get("key") == key and cached.get("accel") in ("kvm", "tcg"):
-        return cached["accel"]
+    cached = cached_accel(state_dir, emulator)
+    if cached is not None:
+        return cached
     if probe_kvm(emulator, timeout):
         accel: Accel = "kvm"
     elif probe_tcg(emulator, timeout * 2):

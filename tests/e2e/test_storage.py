@@ -2,9 +2,7 @@
 VM having the slot's size."""
 
 import os
-import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest

@@ -15,7 +15,7 @@ from racf_vm.core.errors import RefusedError, UsageError
 from racf_vm.condor.ads import read_job_ad, read_machine_ad
 from racf_vm.condor.environment import filter_guest_env, parse_env_blob
 from racf_vm.condor.intake import build_request, build_request_json
-from racf_vm.condor.wrapperargs import parse_wrapper_argv
+from racf_vm.condor.wrapperargs import WrapperArgs, parse_wrapper_argv
 from racf_vm.images.catalog import validate_image_name
 from racf_vm.condor.request import JobRequest
 
@@ -33,6 +33,47 @@ def image_of(argv):
 )
 def test_argv_ok(argv):
     assert image_of(argv) == "sl_53"
+    assert parse_wrapper_argv(argv) == WrapperArgs("sl_53", None)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["-i", "sl_53", "-p", "medium"], ["-p", "medium", "-i", "sl_53"], ["-isl_53", "-pmedium"],
+     ["--image=sl_53", "--profile=medium"], ["--profile", "medium", "--image", "sl_53"]],
+)
+def test_argv_with_a_profile(argv):
+    assert parse_wrapper_argv(argv) == WrapperArgs("sl_53", "medium")
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["-i", "a", "-p"], "-p needs a value"),
+        (["-i", "a", "--profile"], "--profile needs a value"),
+        (["-i", "a", "-p", "m", "-p", "m"], "--profile is given twice"),
+        (["-i", "a", "-p", "Medium"], "invalid profile name"),
+        (["-i", "a", "-p", "../x"], "invalid profile name"),
+        (["-i", "a", "-p", "1x"], "invalid profile name"),
+        (["-i", "a", "--profile="], "invalid profile name"),
+        (["-p", "medium"], "no image given"),
+        (["-i", "a", "-P", "medium"], "unexpected argument"),
+    ],
+)
+def test_argv_bad_profile(argv, needle):
+    with pytest.raises(UsageError, match="usage: vm -i IMAGE") as e:
+        parse_wrapper_argv(argv)
+    assert needle in str(e.value)
+
+
+def test_the_request_carries_the_profile_and_checks_it_again():
+    req = JobRequest(**base_request(profile="large")).validate(LIMITS)
+    assert JobRequest.from_json(req.to_json(), LIMITS).profile == "large"
+    assert JobRequest.from_json(JobRequest(**base_request()).to_json(), LIMITS).profile is None
+    forged = json.loads(req.to_json())
+    for bad in ("Large", "a b", "", 7, ["large"]):
+        forged["profile"] = bad
+        with pytest.raises(UsageError):
+            JobRequest.from_json(json.dumps(forged), LIMITS)
 
 
 @pytest.mark.parametrize(
@@ -321,6 +362,9 @@ def test_build_request(tmp_path):
     assert "LD_PRELOAD" not in names and "_CONDOR_CHIRP_CONFIG" not in names
     assert names["_CONDOR_SCRATCH_DIR"] == str(scratch) + "/"
     assert (req.uid, req.gid, req.user) == (2501, 2501, "racfjob")
+    assert req.profile is None
+    with_profile = build_request(["-i", "busybox", "-p", "medium"], env, 2501, 2501, "racfjob", LIMITS)
+    assert (with_profile.image, with_profile.profile) == ("busybox", "medium")
 
 
 def test_build_request_identity_not_from_ad(tmp_path):

@@ -166,3 +166,20 @@ def test_a_failed_health_check_stops_the_guest(fake_domain):
     with pytest.raises(TemporaryError, match="disk error"):
         sup.run()
     assert guest.destroyed and len(calls) >= 2
+
+
+def test_the_start_of_the_job_is_announced_once(fake_domain):
+    """on_started is how the wrapper publishes "running" into the job's ad (chirp)."""
+    calls = []
+    guest = fake_domain["g"] = FakeGuest([("status", "started"), ("status", "started"),
+                                          ("output", _tar()), ("status", "exit", 0)])
+    sup = supervise.Supervisor("dom", guest, io.BytesIO(), FAST, LimitsConfig(), exec_time=time.monotonic(),
+                               terminated=lambda: False, on_started=lambda: calls.append("running"))
+    assert sup.run().exit_status == 0
+    assert calls == ["running"]
+    never = fake_domain["g"] = FakeGuest([])
+    calls.clear()
+    with pytest.raises(TemporaryError):
+        supervise.Supervisor("dom", never, io.BytesIO(), FAST, LimitsConfig(), exec_time=time.monotonic(),
+                             terminated=lambda: False, on_started=lambda: calls.append("running")).run()
+    assert calls == []
