@@ -123,6 +123,22 @@ class ImagesConfig:
 
 
 @dataclass(frozen=True)
+class VmUniverseConfig:
+    """The VM universe's LIBVIRT_XML_SCRIPT (racf-vm-libvirt-xml)."""
+
+    # each guest's serial console into its job directory (<state_dir>/jobs/<tag>/console.log,
+    # removed with it); false: a console nobody reads
+    console_log: bool = False
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    """The job hooks, the transfer plugin and the JobRouter hooks (all run unprivileged)."""
+
+    wrapper: str = "/usr/local/racf/vm"  # Cmd of a job rewritten into the wrapper form
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole site configuration."""
 
@@ -137,3 +153,5 @@ class Config:
     untrusted_network: UntrustedNetworkConfig = field(default_factory=UntrustedNetworkConfig)
     guestfs: GuestfsConfig = field(default_factory=GuestfsConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    vm_universe: VmUniverseConfig = field(default_factory=VmUniverseConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)

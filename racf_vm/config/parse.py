@@ -6,6 +6,7 @@ from racf_vm.config.model import (
     LOG_LEVELS,
     Config,
     GuestfsConfig,
+    HooksConfig,
     ImagesConfig,
     LibvirtConfig,
     LimitsConfig,
@@ -15,6 +16,7 @@ from racf_vm.config.model import (
     SizingConfig,
     TimeoutsConfig,
     UntrustedNetworkConfig,
+    VmUniverseConfig,
 )
 from racf_vm.core.errors import ConfigError
 from racf_vm.core.files import read_capped
@@ -147,6 +149,14 @@ def _guestfs(r: TableReader) -> GuestfsConfig:
     )
 
 
+def _vm_universe(r: TableReader) -> VmUniverseConfig:
+    return VmUniverseConfig(console_log=r.boolean("console_log", VmUniverseConfig.console_log))
+
+
+def _hooks(r: TableReader) -> HooksConfig:
+    return HooksConfig(wrapper=r.path("wrapper", HooksConfig.wrapper))
+
+
 _URL_RE = r"https?://[^\s/?#]+(/[^\s?#]*)?"
 
 
@@ -179,6 +189,8 @@ _SECTIONS = {
     "network": _network,
     "untrusted_network": _untrusted_network,
     "guestfs": _guestfs,
+    "vm_universe": _vm_universe,
+    "hooks": _hooks,
 }
 
 

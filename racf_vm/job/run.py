@@ -26,7 +26,7 @@ from racf_vm.core.errors import Cancelled, ConfigError, JobError, RefusedError
 from racf_vm.guest import channels, contextdisk, install
 from racf_vm.images import catalog, imageheader, locks, prepare, sync
 from racf_vm.job import plan as planner
-from racf_vm.job import sizing, workspace
+from racf_vm.vm import sizing, workspace
 from racf_vm.job.supervise import Supervisor
 from racf_vm.trust import pathtrust, privsep, selfcheck, starter
 from racf_vm.vm import accel, disks, domain, domain_xml

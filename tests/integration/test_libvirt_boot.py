@@ -19,7 +19,7 @@ import pytest
 
 from racf_vm.vm import accel
 from racf_vm.vm import domain
-from racf_vm.job import workspace
+from racf_vm.vm import workspace
 from racf_vm.vm import disks
 from racf_vm.guest.channels import GuestChannels
 from racf_vm.vm.domain_xml import DomainSpec, KernelBoot, build_domain_xml

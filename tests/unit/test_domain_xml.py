@@ -94,6 +94,13 @@ def test_channels():
     assert tree(spec()).find("devices/controller[@type='virtio-serial']") is not None
 
 
+
+def test_no_channels_no_virtio_serial():
+    """A VM-universe guest runs its own init: no ports, and no controller for them."""
+    root = tree(spec(channels=()))
+    assert root.findall("devices/channel") == []
+    assert root.find("devices/controller[@type='virtio-serial']") is None
+
 def test_no_graphics_usb_balloon_network_by_default():
     dev = tree(spec()).find("devices")
     assert dev.find("graphics") is None and dev.find("video") is None
@@ -176,7 +183,7 @@ def test_hostile_values_are_escaped():
         {"vcpus": 0},
         {"qemu_uid": 0},
         {"pid": True},
-        {"channels": ()},
+        {"channels": ("org.a", "org.a")},
         {"boot": KernelBoot("/k", None, "x\x07")},
     ],
 )

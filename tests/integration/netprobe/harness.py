@@ -276,7 +276,7 @@ class Guests:
         import pwd
 
         from racf_vm.images import imageheader
-        from racf_vm.job import workspace
+        from racf_vm.vm import workspace
         from racf_vm.vm import disks
 
         base = imageheader.validate_base_image(os.path.join(self.image_dir, self.meta["disk"]), "qcow2")
