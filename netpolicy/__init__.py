@@ -2,11 +2,12 @@
 
     with netpolicy.untrusted_lease(conn, config, tag) as lease:   # before boot
         lease.mac, lease.ip, lease.network_name
+    lease, release = netpolicy.acquire_untrusted(conn, config, tag)  # gc releases it
     netpolicy.gc_network(conn, config, is_alive)                  # racf-vm gc
     netpolicy.explain(config)                                     # racf-vm policy explain
 """
 
-from .lease import Lease, gc_network, untrusted_lease  # noqa: F401
+from .lease import Lease, acquire_untrusted, gc_network, untrusted_lease  # noqa: F401
 
 
 def explain(config) -> list:

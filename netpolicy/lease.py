@@ -3,6 +3,8 @@
     with netpolicy.untrusted_lease(conn, config, tag) as lease:
         ... boot a guest with lease.network_name / lease.mac (it will get lease.ip) ...
 
+    lease, release = netpolicy.acquire_untrusted(conn, config, tag)   # outlives the caller
+
 On entry: the network exists and runs, the firewall skeleton is current, the job has a
 DHCP reservation and its tagged rules are installed — all before the caller boots.
 On exit (every path): the rules, the reservation and the conntrack entries of the
@@ -57,10 +59,22 @@ def example_plan(config) -> planner.Rules:
 
 @contextlib.contextmanager
 def untrusted_lease(conn, config, tag: str, backend: Optional[Backend] = None):
+    lease, release = acquire_untrusted(conn, config, tag, backend)
+    try:
+        yield lease
+    finally:
+        release()
+
+
+def acquire_untrusted(conn, config, tag: str,
+                      backend: Optional[Backend] = None) -> tuple[Lease, Callable[[], None]]:
+    """The lease, and the function that releases it: for a caller that exits while its
+    guest still runs (the VM universe's LIBVIRT_XML_SCRIPT). Such a caller releases only on
+    its own failure; otherwise ``gc_network`` does, once the tag's owner is gone. On
+    failure here, whatever was already set up is released before the error is raised."""
     s = network.settings_from_config(config)
     if backend is None:
         backend = detect.get_backend(config.untrusted_network.backend)
-    lease: Optional[Lease] = None
     res = None
     net = None
     try:
@@ -73,13 +87,14 @@ def untrusted_lease(conn, config, tag: str, backend: Optional[Backend] = None):
             # a previous user of the address may have left connections behind
             conntrack.delete_for(res.ip)
             backend.add_job(rules)
-        lease = Lease(tag=tag, mac=res.mac, ip=res.ip, network_name=s.name, bridge=s.bridge,
-                      rules=rules, backend_name=backend.name)
-        log.info("job %s: untrusted network %s, MAC %s, address %s, %s rules", tag, s.name,
-                 res.mac, res.ip, backend.name)
-        yield lease
-    finally:
+    except BaseException:
         _release(backend, net, res, tag)
+        raise
+    lease = Lease(tag=tag, mac=res.mac, ip=res.ip, network_name=s.name, bridge=s.bridge,
+                  rules=rules, backend_name=backend.name)
+    log.info("job %s: untrusted network %s, MAC %s, address %s, %s rules", tag, s.name,
+             res.mac, res.ip, backend.name)
+    return lease, lambda: _release(backend, net, res, tag)
 
 
 def _release(backend: Backend, net, res, tag: str) -> None:

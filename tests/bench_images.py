@@ -12,12 +12,12 @@ import shutil
 import tempfile
 import time
 
-from racf_vm.core import runcmd
 from racf_vm.config import ImagesConfig
-from racf_vm.images.publish import publish
-from racf_vm.images.sync import sync
+from racf_vm.core import runcmd
 from racf_vm.images.fetch import Client, HttpSettings
 from racf_vm.images.fsutil import temp_file
+from racf_vm.images.publish import publish
+from racf_vm.images.sync import sync
 from tests.support.imageserver import ImageServer
 
 GIB = 1 << 30

@@ -119,8 +119,25 @@ def _split_ws(value: str) -> list[str]:
     return out
 
 
+def parse_ad_arguments(v2_raw: object, v1: object) -> list[str]:
+    """A job ad's own arguments as a list: ``Arguments`` holds the V2 syntax without its
+    outer double quotes (a literal ``"`` is just ``"`` there), ``Args`` the V1 syntax of
+    older submit files; ``Arguments`` wins, as in HTCondor. Non-strings are refused."""
+    for value in (v2_raw, v1):
+        if value is not None and not isinstance(value, str):
+            raise UsageError("the job's Arguments/Args must be a string")
+        if isinstance(value, str) and "\0" in value:
+            raise UsageError("the job's arguments contain a NUL character")
+    if isinstance(v2_raw, str):
+        return _split_v2_raw(v2_raw)
+    if isinstance(v1, str):
+        return _split_ws(v1)
+    return []
+
+
 def quote_v2(args: list[str]) -> str:
-    """The V2 string that ``parse_args`` turns back into ``args`` (for tests and docs)."""
+    """The V2 string that ``parse_args`` turns back into ``args`` (VM_Args of a job the
+    hooks rewrite; tests and docs)."""
     parts = []
     for a in args:
         if a == "" or any(c in _WS or c == "'" for c in a):

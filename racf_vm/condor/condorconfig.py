@@ -101,6 +101,8 @@ def _job_hooks(cfg, options: NodeOptions) -> Section:
     settings = [
         Setting(f"{k}_HOOK_PREPARE_JOB", _tool(cfg, ip.HOOK_PREPARE)),
         Setting(f"{k}_HOOK_JOB_EXIT", _tool(cfg, ip.HOOK_EXIT)),
+        Setting(f"{k}_HOOK_JOB_EXIT_TIMEOUT", "30",
+                "seconds the starter waits for it (it only removes a staged overlay)"),
     ]
     if options.default_hook:
         settings.append(Setting(

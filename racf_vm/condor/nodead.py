@@ -25,12 +25,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from racf_vm.condor.attributes import ATTR_IMAGES, ATTR_READY, PREFIX
 from racf_vm.config.integration import Profile
 
 SHORT_SHA = 12
 READY_STATES = ("cached", "local")  # on the node: a job starts without a download
 USABLE_STATES = READY_STATES + ("fetchable",)
-PREFIX = "RacfVM"
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,11 @@ def node_attributes(facts: NodeFacts) -> dict[str, object]:
     if facts.untrusted_problem:
         reasons.append(f"untrusted images cannot run: {facts.untrusted_problem}")
     attrs: dict[str, object] = {
-        f"{PREFIX}CanRun": not facts.problems and bool(usable),
+        ATTR_READY: not facts.problems and bool(usable),
         f"{PREFIX}OfflineReason": "; ".join(reasons),
         f"{PREFIX}UntrustedOK": not facts.untrusted_problem and not facts.problems,
         f"{PREFIX}Accel": facts.accel,
-        f"{PREFIX}Images": [i.name for i in usable],
+        ATTR_IMAGES: [i.name for i in usable],
         f"{PREFIX}CachedImages": [i.name for i in usable if i.state in READY_STATES],
     }
     parts = [attr_part(i.name) for i in usable]

@@ -21,5 +21,6 @@ from racf_vm.config.model import (  # noqa: F401
     SizingConfig,
     TimeoutsConfig,
     UntrustedNetworkConfig,
+    VmUniverseConfig,
 )
 from racf_vm.config.parse import load_config, parse_config  # noqa: F401

@@ -2,7 +2,7 @@
 
 ``[profiles.NAME]`` tables (``cpus``, ``memory_mib``) replace the seed-000 defaults (small
 1 CPU / 512 MiB, medium 2 / 1024, large 4 / 2048) when any is given. A profile is an upper
-bound a job may ask for with ``-p NAME``; the slot still decides (racf_vm.job.sizing), so a
+bound a job may ask for with ``-p NAME``; the slot still decides (racf_vm.vm.sizing), so a
 profile never makes a VM larger than its slot. ``[condor]`` holds what the printed HTCondor
 configuration and the node's advertisement need to know about this install.
 """

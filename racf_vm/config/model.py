@@ -127,6 +127,15 @@ class ImagesConfig:
 
 
 @dataclass(frozen=True)
+class VmUniverseConfig:
+    """The VM universe's LIBVIRT_XML_SCRIPT (racf-vm-libvirt-xml)."""
+
+    # each guest's serial console into its job directory (<state_dir>/jobs/<tag>/console.log,
+    # removed with it); false: a console nobody reads
+    console_log: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole site configuration."""
 
@@ -143,3 +152,4 @@ class Config:
     images: ImagesConfig = field(default_factory=ImagesConfig)
     condor: CondorConfig = field(default_factory=CondorConfig)
     profiles: tuple[Profile, ...] = DEFAULT_PROFILES  # instance profiles (racf_vm.config.integration)
+    vm_universe: VmUniverseConfig = field(default_factory=VmUniverseConfig)

@@ -20,6 +20,7 @@ from racf_vm.config.model import (
     SizingConfig,
     TimeoutsConfig,
     UntrustedNetworkConfig,
+    VmUniverseConfig,
 )
 from racf_vm.core.errors import ConfigError
 from racf_vm.core.files import read_capped
@@ -154,6 +155,10 @@ def _guestfs(r: TableReader) -> GuestfsConfig:
     )
 
 
+def _vm_universe(r: TableReader) -> VmUniverseConfig:
+    return VmUniverseConfig(console_log=r.boolean("console_log", VmUniverseConfig.console_log))
+
+
 _URL_RE = r"https?://[^\s/?#]+(/[^\s?#]*)?"
 
 
@@ -187,6 +192,7 @@ _SECTIONS = {
     "untrusted_network": _untrusted_network,
     "guestfs": _guestfs,
     "condor": parse_condor,
+    "vm_universe": _vm_universe,
 }
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Literal
 
 from racf_vm.condor.credentials import strip_credentials
 from racf_vm.condor.request import JobRequest
@@ -23,15 +22,15 @@ from racf_vm.core import jobtag
 from racf_vm.core.errors import InternalError
 from racf_vm.guest import contextdisk
 from racf_vm.guest.protocol import CHANNEL_NAMES
-from racf_vm.images.catalog import BootSpec, ImageEntry
+from racf_vm.images.catalog import ImageEntry
 from racf_vm.images.imageheader import BaseImageInfo
-from racf_vm.job import sizing, workspace
 from racf_vm.job.storageplan import StoragePlan, plan_storage
-from racf_vm.vm.devices import BackingFile, Disk, Nic, target_name
+from racf_vm.vm import imagepolicy, sizing, workspace
+from racf_vm.vm.devices import BackingFile, Disk, target_name
 from racf_vm.vm.disks import OVERLAY_NAME
-from racf_vm.vm.domain_xml import Boot, BootloaderBoot, DomainSpec, KernelBoot
+from racf_vm.vm.domain_xml import DomainSpec
+from racf_vm.vm.imagepolicy import Network, boot_of, plan_network  # noqa: F401 (re-exported)
 
-Network = Literal["none", "bridge", "untrusted"]
 CONTEXT_DISK = "context.img"
 OUTPUT_TAR = "output.tar"
 
@@ -76,29 +75,12 @@ class JobPlan:
         """The plan once the untrusted network reserved ``mac`` for the job."""
         if self.network != "untrusted":
             raise InternalError("only a job on the untrusted network gets a reserved MAC")
-        nics = tuple(dataclasses.replace(n, mac=mac) if n.kind == "network" else n
-                     for n in self.domain.nics)
-        return dataclasses.replace(self, domain=dataclasses.replace(self.domain, nics=nics))
+        return dataclasses.replace(self, domain=imagepolicy.with_reserved_mac(self.domain, mac))
 
     @property
     def ready_to_boot(self) -> bool:
         """False while a NIC still waits for its reserved MAC."""
-        return all(n.mac is not None for n in self.domain.nics if n.kind == "network")
-
-
-def boot_of(boot: BootSpec) -> Boot:
-    if boot.method == "kernel":
-        return KernelBoot(boot.kernel, boot.initrd or None, boot.cmdline)
-    return BootloaderBoot()
-
-
-def plan_network(image: ImageEntry, config: Config) -> tuple[Network, tuple[Nic, ...]]:
-    """Trust decides the network: untrusted images only ever get the NAT network."""
-    if not image.trusted:
-        return "untrusted", (Nic("network", config.untrusted_network.name),)
-    if config.network.trusted_bridge:
-        return "bridge", (Nic("bridge", config.network.trusted_bridge),)
-    return "none", ()
+        return imagepolicy.ready_to_boot(self.domain)
 
 
 def plan_job(inputs: PlanInputs) -> JobPlan:

@@ -27,10 +27,10 @@ from racf_vm.core.errors import Cancelled, ConfigError, JobError, RefusedError
 from racf_vm.guest import channels, contextdisk, install
 from racf_vm.images import catalog, imageheader, locks, prepare, sync
 from racf_vm.job import plan as planner
-from racf_vm.job import sizing, storage, workspace
+from racf_vm.job import storage
 from racf_vm.job.supervise import Supervisor
 from racf_vm.trust import pathtrust, privsep, selfcheck, starter
-from racf_vm.vm import accel, disks, domain, domain_xml
+from racf_vm.vm import accel, disks, domain, domain_xml, sizing, workspace
 
 log = logging.getLogger(__name__)
 

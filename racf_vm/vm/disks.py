@@ -1,4 +1,4 @@
-"""The job's disks, created in its root-owned job directory (racf_vm.job.workspace).
+"""The job's disks, created in its root-owned job directory (racf_vm.vm.workspace).
 
 Every entry is created exclusively (O_CREAT|O_EXCL|O_NOFOLLOW), so a pre-planted symlink
 or hard link makes us fail instead of writing through it.

@@ -14,14 +14,14 @@ import tempfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from racf_vm.images.catalog import parse_image_entry
+from racf_vm.condor.ads import parse_job_ad_text, read_job_ad, read_machine_ad
 from racf_vm.condor.arguments import parse_args
+from racf_vm.condor.environment import parse_env_blob
+from racf_vm.condor.request import JobRequest
+from racf_vm.condor.wrapperargs import parse_wrapper_argv
 from racf_vm.config import LimitsConfig, parse_config
 from racf_vm.core.errors import RacfError
-from racf_vm.condor.ads import parse_job_ad_text, read_job_ad, read_machine_ad
-from racf_vm.condor.environment import parse_env_blob
-from racf_vm.condor.wrapperargs import parse_wrapper_argv
-from racf_vm.condor.request import JobRequest
+from racf_vm.images.catalog import parse_image_entry
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,

@@ -18,19 +18,18 @@ import time
 
 import pytest
 
-from racf_vm.images.catalog import BootSpec, ContextSpec, ImageEntry
 from racf_vm.config import Config, ImagesConfig
 from racf_vm.core.errors import TemporaryError
 from racf_vm.core.locking import LockTimeout
+from racf_vm.images import index
+from racf_vm.images import sync as sync_module
+from racf_vm.images.catalog import BootSpec, ContextSpec, ImageEntry
 from racf_vm.images.codecs import CODECS
+from racf_vm.images.fetch import ChecksumMismatchError
 from racf_vm.images.locks import hold_image, image_lock
 from racf_vm.images.publish import publish
-from racf_vm.images import sync as sync_module
-from racf_vm.images.sync import ensure_image, hold_for_job, sync
-from racf_vm.images import index
-from racf_vm.images.fetch import ChecksumMismatchError
 from racf_vm.images.stream import compressed_cap
-from racf_vm.images.sync import SyncError
+from racf_vm.images.sync import SyncError, ensure_image, hold_for_job, sync
 from tests.support.imageserver import ImageServer
 
 pytestmark = pytest.mark.root

@@ -17,13 +17,10 @@ import time
 
 import pytest
 
-from racf_vm.vm import accel
-from racf_vm.vm import domain
-from racf_vm.job import workspace
-from racf_vm.vm import disks
 from racf_vm.guest.channels import GuestChannels
-from racf_vm.vm.domain_xml import DomainSpec, KernelBoot, build_domain_xml
 from racf_vm.images.imageheader import validate_base_image
+from racf_vm.vm import accel, disks, domain, workspace
+from racf_vm.vm.domain_xml import DomainSpec, KernelBoot, build_domain_xml
 from tests.support import prereq, tinyguest
 from tests.support.specs import job_spec
 
@@ -225,6 +222,7 @@ def test_interrupt_and_shutdown_request(site):
                 deadline = time.monotonic() + 120
                 while not status and time.monotonic() < deadline:
                     ch.pump(min(deadline, time.monotonic() + 1), lambda b: None, lambda b: None, None, status.append)
+                assert status, "the hanging guest never reported its status"
                 os.write(ch.wakeup_fd, b"T")  # what a SIGTERM handler does
                 assert ch.pump(time.monotonic() + 30, print, print, None, status.append).reason == "interrupted"
                 domain.request_shutdown(dom)  # busybox init-less guest: no acpid, so destroy

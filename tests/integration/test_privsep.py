@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from racf_vm.trust import privsep
 from racf_vm.core.errors import InternalError, UsageError
+from racf_vm.trust import privsep
 from tests.support import testenv
 
 pytestmark = pytest.mark.root

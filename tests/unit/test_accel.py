@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from racf_vm.vm import accel
 from racf_vm.core.errors import ConfigError, TemporaryError
+from racf_vm.vm import accel
 from tests.support import prereq
 
 EMULATOR = "/usr/bin/qemu-system-x86_64"

@@ -5,8 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from racf_vm.images.catalog import PLACEHOLDER_SHA256, Catalog, load_catalog, parse_image_entry, validate_image_name
 from racf_vm.core.errors import ConfigError, RefusedError, UsageError
+from racf_vm.images.catalog import (
+    PLACEHOLDER_SHA256,
+    Catalog,
+    load_catalog,
+    parse_image_entry,
+    validate_image_name,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHA = "ab" * 32

@@ -10,10 +10,9 @@ import time
 
 import pytest
 
-from racf_vm.guest.channels import GuestChannels
-from racf_vm.guest.protocol import StatusLine, parse_status_line
-from racf_vm.guest.protocol import CHANNEL_NAMES
 from racf_vm.core.errors import TemporaryError
+from racf_vm.guest.channels import GuestChannels
+from racf_vm.guest.protocol import CHANNEL_NAMES, StatusLine, parse_status_line
 
 
 @pytest.mark.parametrize(

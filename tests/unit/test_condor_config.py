@@ -8,7 +8,8 @@ from pathlib import Path
 import classad2
 import pytest
 
-from racf_vm.condor import condorconfig, integration_paths as ip
+from racf_vm.condor import condorconfig
+from racf_vm.condor import integration_paths as ip
 from racf_vm.condor.condorconfig import NodeOptions
 from racf_vm.config import parse_config
 from racf_vm.core.errors import ConfigError

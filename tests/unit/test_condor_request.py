@@ -9,15 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from racf_vm.condor.arguments import quote_v2
-from racf_vm.config import LimitsConfig
-from racf_vm.core.errors import RefusedError, UsageError
 from racf_vm.condor.ads import read_job_ad, read_machine_ad
+from racf_vm.condor.arguments import quote_v2
 from racf_vm.condor.environment import filter_guest_env, parse_env_blob
 from racf_vm.condor.intake import build_request, build_request_json
-from racf_vm.condor.wrapperargs import WrapperArgs, parse_wrapper_argv
-from racf_vm.images.catalog import validate_image_name
 from racf_vm.condor.request import JobRequest
+from racf_vm.condor.wrapperargs import WrapperArgs, parse_wrapper_argv
+from racf_vm.config import LimitsConfig
+from racf_vm.core.errors import RefusedError, UsageError
+from racf_vm.images.catalog import validate_image_name
 
 LIMITS = LimitsConfig()
 

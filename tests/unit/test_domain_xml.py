@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from racf_vm.guest.protocol import CHANNEL_NAMES
-from racf_vm.vm.domain_xml import JOB_NS, BootloaderBoot, DomainSpec, KernelBoot, build_domain_xml, parse_job_metadata
 from racf_vm.core.errors import InternalError
+from racf_vm.guest.protocol import CHANNEL_NAMES
+from racf_vm.vm.domain_xml import (
+    JOB_NS,
+    BootloaderBoot,
+    DomainSpec,
+    KernelBoot,
+    build_domain_xml,
+    parse_job_metadata,
+)
 from tests.support import prereq
 from tests.support.specs import job_spec
 
@@ -94,6 +101,13 @@ def test_channels():
     assert tree(spec()).find("devices/controller[@type='virtio-serial']") is not None
 
 
+
+def test_no_channels_no_virtio_serial():
+    """A VM-universe guest runs its own init: no ports, and no controller for them."""
+    root = tree(spec(channels=()))
+    assert root.findall("devices/channel") == []
+    assert root.find("devices/controller[@type='virtio-serial']") is None
+
 def test_no_graphics_usb_balloon_network_by_default():
     dev = tree(spec()).find("devices")
     assert dev.find("graphics") is None and dev.find("video") is None
@@ -176,7 +190,7 @@ def test_hostile_values_are_escaped():
         {"vcpus": 0},
         {"qemu_uid": 0},
         {"pid": True},
-        {"channels": ()},
+        {"channels": ("org.a", "org.a")},
         {"boot": KernelBoot("/k", None, "x\x07")},
     ],
 )

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from racf_vm.vm.domain_xml import BootloaderBoot, DomainSpec, KernelBoot, build_domain_xml
+from racf_vm.vm.domain_xml import (
+    BootloaderBoot,
+    DomainSpec,
+    KernelBoot,
+    build_domain_xml,
+)
 from tests.support.specs import job_spec
 
 GOLDEN = Path(__file__).parent / "data" / "golden"

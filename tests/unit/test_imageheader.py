@@ -1,4 +1,4 @@
-"""racf_vm.images.imageheader (base image validation), racf_vm.job.workspace (job dir) and racf_vm.vm.disks (overlay)."""
+"""racf_vm.images.imageheader (base image validation), racf_vm.vm.workspace (job dir) and racf_vm.vm.disks (overlay)."""
 
 import os
 import shutil
@@ -8,10 +8,9 @@ import tempfile
 
 import pytest
 
-from racf_vm.job import workspace
-from racf_vm.vm import disks
 from racf_vm.core.errors import InternalError, RefusedError, TemporaryError
 from racf_vm.images.imageheader import check_qcow2_header, validate_base_image
+from racf_vm.vm import disks, workspace
 
 QEMU_IMG = "/usr/bin/qemu-img"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, root-owned dirs)")

@@ -3,10 +3,11 @@
 import os
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from racf_vm.images import imageheader
 from racf_vm.core.errors import RefusedError
+from racf_vm.images import imageheader
 
 
 def _file(tmp_path, data, mode=0o644):

@@ -3,7 +3,8 @@
 import hashlib
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from racf_vm.images.checksums import BadListError, RemoteImage, format_list, parse_list
 

@@ -12,8 +12,8 @@ from racf_vm.core.jobtag import Owner
 from racf_vm.images.catalog import BootSpec, ContextSpec, ImageEntry
 from racf_vm.images.imageheader import BaseImageInfo
 from racf_vm.job import plan as planner
-from racf_vm.job.sizing import Slot, SlotLimits
 from racf_vm.vm.domain_xml import BootloaderBoot, KernelBoot, build_domain_xml
+from racf_vm.vm.sizing import Slot, SlotLimits
 
 GIB = 1 << 30
 

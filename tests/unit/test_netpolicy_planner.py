@@ -2,9 +2,9 @@
 
 import pytest
 
-from netpolicy import iptables_rules as ipt
 from netpolicy import backend_nft as nft
 from netpolicy import detect, network, planner
+from netpolicy import iptables_rules as ipt
 from netpolicy.errors import BackendMismatch
 
 TAG = "slot1_1-42.0-4242-987654"

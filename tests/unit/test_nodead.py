@@ -3,7 +3,13 @@ read back with classad2."""
 
 import pytest
 
-from racf_vm.condor.nodead import ImageFact, NodeFacts, attr_part, cron_output, node_attributes
+from racf_vm.condor.nodead import (
+    ImageFact,
+    NodeFacts,
+    attr_part,
+    cron_output,
+    node_attributes,
+)
 from racf_vm.config.integration import DEFAULT_PROFILES
 from tests.support.classads import parse_cron
 

@@ -8,7 +8,7 @@ from racf_vm.config import Profile, parse_config
 from racf_vm.config.integration import DEFAULT_PROFILES, find_profile
 from racf_vm.core.errors import ConfigError, UsageError
 from racf_vm.job import plan as planner
-from racf_vm.job.sizing import Slot, SlotLimits, VMSize, apply_profile
+from racf_vm.vm.sizing import Slot, SlotLimits, VMSize, apply_profile
 from tests.unit.test_job_plan import REQUEST, inputs
 
 GIB = 1 << 30

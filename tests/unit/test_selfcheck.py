@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from racf_vm.trust import selfcheck
 from racf_vm.core.errors import RefusedError
+from racf_vm.trust import selfcheck
 
 pytestmark = pytest.mark.root
 BASE = Path("/var/cache/racf-vm-test")

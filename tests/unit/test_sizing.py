@@ -1,10 +1,10 @@
-"""racf_vm.job.sizing: cgroup v1/v2 limits from crafted sysfs trees, and the VM size plan."""
+"""racf_vm.vm.sizing: cgroup v1/v2 limits from crafted sysfs trees, and the VM size plan."""
 
 import pytest
 
 from racf_vm.config import SizingConfig
 from racf_vm.core.errors import RefusedError
-from racf_vm.job.sizing import SlotLimits, VMSize, plan_vm_size, read_cgroup_limits
+from racf_vm.vm.sizing import SlotLimits, VMSize, plan_vm_size, read_cgroup_limits
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -204,7 +204,7 @@ def test_plan_too_small():
 
 
 def test_cpuset_lists():
-    from racf_vm.job.sizing import parse_cpu_list
+    from racf_vm.vm.sizing import parse_cpu_list
 
     assert parse_cpu_list("0-3,6") == 5 and parse_cpu_list("7") == 1 and parse_cpu_list("0-63") == 64
     assert parse_cpu_list("") is None and parse_cpu_list("x") is None and parse_cpu_list(None) is None

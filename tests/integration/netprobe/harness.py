@@ -276,8 +276,7 @@ class Guests:
         import pwd
 
         from racf_vm.images import imageheader
-        from racf_vm.job import workspace
-        from racf_vm.vm import disks
+        from racf_vm.vm import disks, workspace
 
         base = imageheader.validate_base_image(os.path.join(self.image_dir, self.meta["disk"]), "qcow2")
         pw = pwd.getpwnam("libvirt-qemu")

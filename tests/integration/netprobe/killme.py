@@ -11,10 +11,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..", "..")))
 
+import netpolicy  # noqa: E402
 from racf_vm.core import jobtag  # noqa: E402
 from racf_vm.vm import domain  # noqa: E402
-
-import netpolicy  # noqa: E402
 from tests.integration.netprobe import harness  # noqa: E402
 
 
