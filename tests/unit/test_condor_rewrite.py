@@ -145,3 +145,24 @@ def test_finalize_copies_the_exit_status():
     odd = classad2.ClassAd({"ExitCode": "3", "ExitBySignal": 1, "ExitSignal": True})
     assert jobrouter.finalize(odd) == {}  # wrong types are not copied
     assert jobrouter.finalize(classad2.ClassAd({"JobStatus": 3})) == {}
+
+
+@pytest.mark.parametrize("images, problems, matches", [
+    ((("busybox", "cached"),), (), True),
+    ((("busybox", "fetchable"),), (), True),  # the wrapper fetches it first
+    ((("busybox", "missing"), ("debian12", "cached")), (), False),
+    ((("busybox", "cached"),), ("libvirtd is not running",), False),
+])
+def test_routed_jobs_match_what_the_advertiser_prints(images, problems, matches):
+    """The attribute names and list form the route's requirements use are the ones the
+    STARTD_CRON advertiser really prints (nodead, read back as HTCondor would)."""
+    from racf_vm.condor.nodead import ImageFact, NodeFacts, cron_output, node_attributes
+    from racf_vm.config.integration import DEFAULT_PROFILES
+    from tests.support.classads import parse_cron
+
+    facts = NodeFacts(problems=problems, untrusted_problem="", accel="tcg", profiles=DEFAULT_PROFILES,
+                      images=tuple(ImageFact(n, "trusted", "a" * 64, s) for n, s in images))
+    [machine] = parse_cron(cron_output(node_attributes(facts)))
+    machine["Arch"] = "X86_64"
+    routed = reparse(jobrouter.translate(job(), WRAPPER))
+    assert machine.matches(routed) is matches
