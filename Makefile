@@ -22,7 +22,7 @@ DEBIAN_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clie
 	python3-libvirt qemu-system-x86 qemu-utils libguestfs-tools python3-guestfs \
 	linux-image-amd64 busybox-static mmdebstrap e2fsprogs python3-venv python3-psutil \
 	iptables nftables python3-nftables python3-iptables conntrack dnsmasq-base \
-	gcc libc6-dev make iproute2 curl zstd xz-utils passwd cpio
+	gcc libc6-dev make iproute2 curl zstd xz-utils passwd cpio python3-cryptography
 
 .PHONY: all deps build install uninstall test-setup test unit demo bench fuzz clean
 
@@ -40,7 +40,7 @@ deps:
 	if [ ! -e $$stamp ]; then \
 		$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt && touch $$stamp; \
 	fi
-	@$(PY) -c 'import libvirt, guestfs, psutil, classad2, click' && echo "deps: ok"
+	@$(PY) -c 'import libvirt, guestfs, psutil, classad2, click, cryptography' && echo "deps: ok"
 
 build:
 	$(MAKE) -C wrapper SHIM_OUT=racf-vm-shim

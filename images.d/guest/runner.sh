@@ -81,6 +81,8 @@ readline() { # readline FILE -> $v (file content without trailing newlines)
     [ -f "$J/$1" ] || fail "missing $1"
     v=$(cat "$J/$1") || fail "cannot read $1"
 }
+# -- the job's identity, account, working directory and input (not in maintenance mode) ----
+setup_job() {
 readline uid;     uid=$v
 readline gid;     gid=$v
 readline user;    user=$v
@@ -302,6 +304,45 @@ while :; do
     sleep 0.001 2>/dev/null || sleep 1
 done
 mark_s=$cs mark_n=$cn
+}
+
+# -- maintenance mode -------------------------------------------------------------------------
+# Only `racf-vm images maintain` writes job/maintenance (the host's job path refuses to), on
+# the master copy booted on its maintenance layer. Then the command runs as root in /, the
+# files the layer moved aside (/racf/undo, /racf/orig) are put back, /racf goes, and the
+# guest powers off cleanly: the host commits the disk only after all of that succeeded.
+maintain() {
+    status started
+    (cd / && "$@") </dev/null >"$P_STDOUT" 2>"$P_STDERR" 9>&-
+    rc=$?
+    [ $rc -le 255 ] || rc=255
+    [ -f /racf/undo ] || fail "no /racf/undo: not a maintenance layer"
+    while read -r p; do
+        case $p in /?*) ;; *) fail "bad entry in /racf/undo" ;; esac
+        b=/racf/orig/$(printf '%s' "${p#/}" | tr / %)
+        if [ -e "$b" ] || [ -L "$b" ]; then
+            rm -f "$p" && mv -f "$b" "$p" || fail "cannot put back $p"
+        else
+            rm -f "$p" || fail "cannot remove $p"
+        fi
+    done </racf/undo
+    rm -rf /racf || fail "cannot remove /racf"
+    dd if=/dev/zero bs=512 count=2 2>/dev/null >"$P_OUTPUT" 9>&-   # no output files: an empty tar
+    status "exit $rc"
+    exec 9>&-
+    sync
+    mount -o remount,ro / 2>/dev/null
+    sync
+    poweroff -f
+    exit 1
+}
+
+if [ -f "$J/maintenance" ]; then
+    MAINT=yes
+else
+    MAINT=
+    setup_job
+fi
 
 # -- command line and environment -----------------------------------------------------------
 # positional parameters become: env -i -- NAME=value... ARGV...
@@ -334,6 +375,7 @@ done
 [ $nargs -gt 0 ] || fail "no command"
 
 # -- run ----------------------------------------------------------------------------------------
+[ -z "$MAINT" ] || maintain "$@"
 status started
 (cd "$wd" && as_user "$@") </dev/null >"$P_STDOUT" 2>"$P_STDERR" 9>&-
 rc=$?

@@ -43,6 +43,7 @@ def cli(ctx, config_path, verbose):
 
 
 def _register_commands() -> None:
+    from racf_vm.cli import imageadd, maintain  # noqa: F401  (add their commands to images)
     from racf_vm.cli.condor import condor_config_command
     from racf_vm.cli.doctor import doctor_command
     from racf_vm.cli.gc import gc_command

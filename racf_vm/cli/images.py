@@ -1,47 +1,57 @@
-"""``racf-vm images publish|sync|prepare``: the administrator's side of image distribution.
+"""``racf-vm images keygen|publish|sync|prepare``: the administrator's side of image
+distribution (``add``, ``list``: racf_vm.cli.imageadd; ``maintain``: racf_vm.cli.maintain).
 
 Add to the main CLI with ``cli.add_command(images_group)``.
 """
 
 import os
-import sys
-from typing import Optional
 
 import click
 
-from racf_vm.core.errors import RacfError, TemporaryError
+from racf_vm.cli.progress import Reporter
+from racf_vm.core.errors import ConfigError, RacfError, TemporaryError
 from racf_vm.images.codecs import CODECS
-from racf_vm.images.stream import Progress
-
-
-class _TerminalProgress:
-    """One click progress bar per image, only when stderr is a terminal (never in jobs)."""
-
-    def __init__(self):
-        self.bar = None
-
-    def for_image(self, name: str) -> Progress:
-        self.close()
-        state = {"name": name}
-
-        def update(nbytes: int, total: Optional[int]) -> None:
-            if self.bar is None:
-                self.bar = click.progressbar(length=total, label=state["name"], file=sys.stderr,
-                                             show_pos=total is None)
-                self.bar.__enter__()
-            self.bar.update(nbytes)
-
-        return update
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-            self.bar = None
 
 
 @click.group("images")
 def images_group():
     """Publish images to the web server and keep this node's cache in step with it."""
+
+
+@images_group.command("keygen")
+@click.argument("key", type=click.Path(dir_okay=False))
+@click.option("--comment", default="racf-vm images", show_default=True)
+def keygen_cmd(key, comment):
+    """Make the site's image signing key: KEY (private, 0600) and KEY.pub.
+
+    Keep KEY on the publisher only; put the line of KEY.pub into every node's
+    [images] trusted_keys.
+    """
+    from racf_vm.images.signkeys import generate_keypair
+
+    public = generate_keypair(os.path.abspath(key), comment)
+    click.echo(f"private key: {os.path.abspath(key)} (keep it on the publisher, mode 0600)")
+    click.echo(f"public key:  {os.path.abspath(key)}.pub ({public.fingerprint})")
+    click.echo("on every node, in [images] of racf-vm.toml:")
+    click.echo(f'trusted_keys = ["{public.line}"]')
+
+
+def site_images_config(obj):
+    """[images] of the site config, or None where there is none (a publisher may have no
+    racf-vm.toml; a config that exists must load)."""
+    if obj is None or not os.path.lexists(obj.config_path):
+        return None
+    return obj.config.images
+
+
+def signers_of(images_cfg, keys) -> list:
+    """The private keys to sign with: --key (repeatable), else [images] signing_key."""
+    from racf_vm.images.signkeys import load_private_key
+
+    paths = list(keys) or ([images_cfg.signing_key] if images_cfg and images_cfg.signing_key else [])
+    if len(paths) > 4:
+        raise ConfigError("sign with at most 4 keys")
+    return [load_private_key(os.path.abspath(p)) for p in paths]
 
 
 @images_group.command("publish")
@@ -50,14 +60,28 @@ def images_group():
 @click.option("--compression", type=click.Choice(sorted(CODECS)), default="gzip",
               show_default=True)
 @click.option("--level", type=int, default=None, help="Compression level (codec default).")
-@click.option("--checksum-file", default="SHA256SUMS", show_default=True)
-def publish_cmd(src, out, compression, level, checksum_file):
-    """Compress every image in SRC into OUT and write OUT's checksum list last."""
+@click.option("--checksum-file", default=None, help="Default: [images] checksum_file.")
+@click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False),
+              help="Sign the list with this private key (repeat for a key change); "
+                   "default: [images] signing_key.")
+@click.option("--unsigned", is_flag=True, help="Write an unsigned list (nodes with "
+              "[images] trusted_keys refuse it).")
+@click.pass_obj
+def publish_cmd(obj, src, out, compression, level, checksum_file, keys, unsigned):
+    """Compress every image in SRC into OUT and write OUT's checksum list last, signed."""
     from racf_vm.images.publish import publish
 
-    report = publish(src, out, codec=compression, level=level, checksum_file=checksum_file)
+    images_cfg = None if (keys or unsigned) and checksum_file else site_images_config(obj)
+    signers = [] if unsigned else signers_of(images_cfg, keys)
+    if not signers and not unsigned:
+        raise ConfigError("no signing key: pass --key KEY (racf-vm images keygen makes one), "
+                          "set [images] signing_key, or pass --unsigned")
+    checksum_file = checksum_file or (images_cfg.checksum_file if images_cfg else "SHA256SUMS")
+    report = publish(src, out, codec=compression, level=level, checksum_file=checksum_file,
+                     signers=signers)
     click.echo(f"published: {len(report.compressed)} compressed, {len(report.unchanged)} "
-               f"unchanged, {len(report.removed)} removed")
+               f"unchanged, {len(report.removed)} removed"
+               + (f"; list signed, serial {report.serial}" if signers else "; list NOT signed"))
 
 
 @images_group.command("sync")
@@ -68,14 +92,12 @@ def sync_cmd(obj, source_url, cache_dir):
     """Fetch changed and missing images, drop withdrawn ones, verify everything."""
     from racf_vm.images.sync import sync
 
-    progress = _TerminalProgress() if sys.stderr.isatty() else None
+    progress = Reporter()
     try:
         report = sync(obj.config.images, source_url=source_url, cache_dir=cache_dir,
-                      progress=progress.for_image if progress else None,
-                      sizes=_catalog_sizes(obj.config))
+                      progress=progress.for_image, sizes=_catalog_sizes(obj.config))
     finally:
-        if progress:
-            progress.close()
+        progress.close()
     busy = (f", {len(report.busy)} kept while jobs use them ({', '.join(report.busy)})"
             if report.busy else "")
     click.echo(f"images: {len(report.fetched)} fetched, {len(report.verified)} verified, "
@@ -108,7 +130,7 @@ def _catalog_sizes(cfg) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for name in cat:
         entry = cat[name]
-        if entry.size:
+        if entry.size and not entry.follow:
             sizes[entry.sha256] = min(entry.size, sizes.get(entry.sha256, entry.size))
     return sizes
 
@@ -116,15 +138,22 @@ def _catalog_sizes(cfg) -> dict[str, int]:
 def _prepare_images(cfg, names=()) -> int:
     """Prepare the named images (or every one whose base file is here); one line each."""
     from racf_vm.guest.install import read_runner
-    from racf_vm.images import catalog, imageheader, prepare
+    from racf_vm.images import catalog, imageheader, jobimage, prepare
     from racf_vm.trust import pathtrust
     from racf_vm.vm import accel
 
     cat = catalog.load_catalog(cfg.paths.catalog_dir, check_trust=pathtrust.check_trusted_file)
-    entries = [cat.lookup(n) for n in names] if names else [cat[n] for n in cat if os.path.exists(cat[n].path)]
+    wanted = [cat.lookup(n) for n in names] if names else [cat[n] for n in cat]
+    entries, failures = [], 0
+    for entry in wanted:  # as the next job would run it, from what the cache has now
+        resolved = jobimage.resolve_offline(entry, cfg)
+        if resolved is not None and os.path.exists(resolved.path):
+            entries.append(resolved)
+        elif names:
+            click.echo(f"not prepared: {entry.name}: not in the cache (run racf-vm images sync)")
+            failures += 1
     runner = read_runner(cfg.paths.runner)
     kind = accel.choose_accel(cfg.libvirt.accel, cfg.paths.state_dir, cfg.libvirt.emulator)
-    failures = 0
     for entry in entries:
         try:
             base = imageheader.validate_base_image(entry.path, entry.format)

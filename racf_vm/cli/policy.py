@@ -81,14 +81,18 @@ def policy_problems(obj):
         entries += 1
         if entry.checksum_is_placeholder:
             yield f"{source}: sha256 is the example placeholder (all zeros); put the image's real checksum"
+        if entry.follow:
+            yield from _follow_problems(cfg, entry, source)
         for key, path in (("path", entry.path), ("boot.kernel", entry.boot.kernel),
                           ("boot.initrd", entry.boot.initrd)):
-            if not path:
+            if not path or (key == "path" and entry.follow):
                 continue
             try:
                 pathtrust.check_trusted_file(path)
             except RacfError as exc:
                 yield f"{source}: {key}: {exc.message}"
+        if entry.follow:
+            continue  # its file is whichever version the server's signed list names
         try:
             imageheader.validate_base_image(entry.path, entry.format)
         except RacfError as exc:
@@ -96,7 +100,20 @@ def policy_problems(obj):
     if entries == 0:
         yield (f"{directory}: the image catalog has no images; copy an example from {_examples_dir(cfg)} "
                f"to {directory}/NAME.toml, set its path and sha256 (sha256sum IMAGE), "
-               "then run racf-vm policy check")
+               "then run racf-vm policy check; or let racf-vm images add FILE --name NAME "
+               "--trust trusted ... do it")
+
+
+def _follow_problems(cfg, entry, source):
+    from racf_vm.images.jobimage import cache_managed
+
+    if not cache_managed(entry, cfg):
+        yield f"{source}: sha256 = \"follow\" needs path in the image cache ({cfg.images.cache_dir})"
+    if not cfg.images.source_url:
+        yield f"{source}: sha256 = \"follow\" needs [images] source_url"
+    if not cfg.images.trusted_keys:
+        yield (f"{source}: sha256 = \"follow\" needs [images] trusted_keys (the server's list must "
+               "be signed: racf-vm images keygen)")
 
 
 def _examples_dir(cfg) -> str:
@@ -132,6 +149,10 @@ def policy_explain(obj, image):
                    "after it is gone")
     if entry.checksum_is_placeholder:
         click.echo("checksum: PLACEHOLDER (all zeros): jobs asking for this image are refused")
+    elif entry.follow:
+        keys = len(cfg.images.trusted_keys)
+        click.echo(f"checksum: follows the server: each job runs the version the newest list "
+                   f"signed by one of the {keys} trusted key(s) names (racf-vm images list)")
     else:
         click.echo(f"checksum: sha256 {entry.sha256}")
     click.echo(

@@ -115,7 +115,7 @@ def _file_state(path: str, in_cache: bool, fetchable: bool) -> tuple[str, str]:
 
 
 def image_fact(entry: catalog.ImageEntry, cfg, idx: dict) -> ImageFact:
-    """Where one catalog image stands on this node (see racf_vm.images.sync.ensure_image for
+    """Where one catalog image stands on this node (see racf_vm.images.jobimage.resolve for
     what a job does with it)."""
     def fact(state: str, reason: str = "") -> ImageFact:
         return ImageFact(entry.name, entry.trust, entry.sha256, state, reason)
@@ -133,8 +133,9 @@ def image_fact(entry: catalog.ImageEntry, cfg, idx: dict) -> ImageFact:
     state, reason = _file_state(entry.path, in_cache, managed)
     if state != "present":
         return fact(state, reason)
-    if in_cache and index.verified_sha(cache_dir, os.path.basename(entry.path), idx) == entry.sha256:
-        return fact("cached")
+    verified = index.verified_sha(cache_dir, os.path.basename(entry.path), idx) if in_cache else None
+    if verified and (verified == entry.sha256 or entry.follow):  # follow: the last verified list's
+        return ImageFact(entry.name, entry.trust, verified, "cached")
     # a job re-fetches what the cache manages but has not verified; anything else it uses as is
     return fact("fetchable" if managed else "local")
 

@@ -43,7 +43,8 @@ def verified_image(config, name: str) -> ImageEntry:
         raise ConfigError(f"image '{name}': the catalog still has the example placeholder sha256")
     cache = os.path.normpath(config.images.cache_dir)
     path = os.path.normpath(entry.path)
-    if os.path.dirname(path) == cache and index.verified_sha(cache, os.path.basename(path)) != entry.sha256:
+    verified = index.verified_sha(cache, os.path.basename(path)) if os.path.dirname(path) == cache else ""
+    if verified is None or (verified and not entry.follow and verified != entry.sha256):
         raise TemporaryError(
             f"image '{name}' is not in this node's verified image cache; the job can run on a "
             f"node that has it (requirements: member(\"{name}\", TARGET.{A.ATTR_IMAGES})), or "

@@ -31,7 +31,7 @@ from racf_vm.condor.vmuplan import VmuInputs, VmuPlan, plan_vmu
 from racf_vm.core import jobtag, logsetup
 from racf_vm.core.errors import ConfigError, RefusedError, UsageError
 from racf_vm.images import catalog as catalog_mod
-from racf_vm.images import imageheader, sync
+from racf_vm.images import imageheader, jobimage
 from racf_vm.trust import pathtrust, privsep
 from racf_vm.vm import accel, disks, domain, domain_xml, sizing, workspace
 
@@ -94,7 +94,9 @@ class XmlScript:
 
             detect.choose(cfg.untrusted_network.backend, detect.host_flavour())
         owner = gahp_owner()
-        sync.ensure_image(image, cfg)  # root may fetch into the node cache; verified
+        # root may fetch into the node cache; verified. The VM boots on the version link, a
+        # file that a newer version of the image never replaces (racf_vm.images.versions)
+        image = jobimage.resolve(image, cfg)
         self.base = base = imageheader.validate_base_image(image.path, image.format)
         for boot_file in (image.boot.kernel, image.boot.initrd):
             if boot_file:

@@ -124,6 +124,11 @@ class ImagesConfig:
     download_timeout: float = 3600.0  # one download (or list) whole, retries included
     max_image_bytes: int = 64 * 1024**3  # decompressed size of one image (a bomb stops here)
     proxy: str = ""  # http(s) proxy URL (e.g. Squid); empty: direct
+    # Ed25519 public keys (OpenSSH lines) whose signature on the checksum list a node
+    # accepts; empty: unsigned lists are accepted and no catalog entry may follow the server
+    trusted_keys: tuple[str, ...] = ()
+    signing_key: str = ""  # private key `images publish|maintain` sign with (on the publisher)
+    max_list_age: int = 0  # seconds; a signed list older than this is refused; 0: no limit
 
 
 @dataclass(frozen=True)

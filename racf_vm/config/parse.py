@@ -22,6 +22,7 @@ from racf_vm.config.model import (
     UntrustedNetworkConfig,
     VmUniverseConfig,
 )
+from racf_vm.config.sshkeys import parse_public_key
 from racf_vm.core.errors import ConfigError
 from racf_vm.core.files import read_capped
 from racf_vm.core.tomlreader import TableReader, decode_toml
@@ -178,7 +179,25 @@ def _images(r: TableReader, image_dir: str) -> ImagesConfig:
         max_image_bytes=r.integer("max_image_bytes", d.max_image_bytes, minimum=1 << 20,
                                   maximum=1 << 50),
         proxy=r.string("proxy", d.proxy, pattern=r"https?://[^\s/?#]+/?"),
+        trusted_keys=_trusted_keys(r),
+        signing_key=r.path("signing_key", "/") if r.has("signing_key") else d.signing_key,
+        max_list_age=r.integer("max_list_age", d.max_list_age, minimum=0, maximum=10 * 365 * 86400),
     )
+
+
+def _trusted_keys(r: TableReader) -> tuple[str, ...]:
+    """The keys as given, each checked to be an Ed25519 key, none twice."""
+    lines = r.strings("trusted_keys", ImagesConfig.trusted_keys, max_items=8)
+    seen = set()
+    for line in lines:
+        try:
+            key = parse_public_key(line)
+        except ValueError as e:
+            raise r.fail("trusted_keys", f"{line[:40]!r}...: {e}") from None
+        if key.fingerprint in seen:
+            raise r.fail("trusted_keys", f"key {key.fingerprint} is listed twice")
+        seen.add(key.fingerprint)
+    return lines
 
 
 _SECTIONS = {

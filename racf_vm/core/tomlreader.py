@@ -115,6 +115,21 @@ class TableReader:
             raise self.fail(key, f"{value!r} does not match {pattern}")
         return value
 
+    def strings(self, key: str, default: tuple[str, ...], *, max_items: int = 64,
+                max_len: int = 4096) -> tuple[str, ...]:
+        """A list of strings (no control characters), as a tuple."""
+        value = self.raw(key, default)
+        if not isinstance(value, (list, tuple)):
+            raise self.fail(key, f"must be a list of strings, not {type(value).__name__}")
+        if len(value) > max_items:
+            raise self.fail(key, f"more than {max_items} entries")
+        for item in value:
+            if not isinstance(item, str):
+                raise self.fail(key, f"must hold strings only, not {type(item).__name__}")
+            if len(item) > max_len or any(ord(c) < 32 or ord(c) == 127 for c in item):
+                raise self.fail(key, "an entry is too long or contains control characters")
+        return tuple(value)
+
     def boolean(self, key: str, default: bool) -> bool:
         value = self.raw(key, default)
         if not isinstance(value, bool):

@@ -23,13 +23,19 @@ import os
 import tarfile
 from typing import BinaryIO, Callable, Optional
 
+from racf_vm.core.errors import InternalError
+
 SERIAL = "racf-context"
 ALIGN = 4096
 OFFSET_DIGITS = 20
 BLOCK = 512
+# Present only on the disk ``racf-vm images maintain`` writes (racf_vm.guest.maintdisk):
+# then the runner runs the command as root. A job's disk never carries it.
+MAINTENANCE_MARKER = "job/maintenance"
 
 
-def _member(name: str, data: bytes) -> bytes:
+def member(name: str, data: bytes) -> bytes:
+    """One ustar member (root's, 0600, no time): the control archive's only kind."""
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mode = 0o600
@@ -71,10 +77,13 @@ def control_archive(request, workdir_root: str, with_input: bool) -> tuple[bytes
     Pure. The offset member has a fixed width, so the archive's size does not depend on
     the value it carries.
     """
-    body = b"".join(_member(name, data) for name, data in control_files(request, workdir_root))
+    files = control_files(request, workdir_root)
+    if any(name == MAINTENANCE_MARKER for name, _ in files):
+        raise InternalError("a job's context disk must never carry the maintenance marker")
+    body = b"".join(member(name, data) for name, data in files)
 
     def archive(offset: int) -> bytes:
-        return body + _member("job/input_offset", b"%0*d\n" % (OFFSET_DIGITS, offset)) + b"\0" * (2 * BLOCK)
+        return body + member("job/input_offset", b"%0*d\n" % (OFFSET_DIGITS, offset)) + b"\0" * (2 * BLOCK)
 
     if not with_input:
         return archive(0), 0

@@ -19,6 +19,7 @@ class GuestEntry:
     link: Optional[str] = None
     uid: int = 0
     gid: int = 0
+    keep_original: Optional[str] = None  # move what the image has at ``path`` there first
 
     @property
     def is_dir(self) -> bool:
@@ -75,7 +76,10 @@ def _apply_one(g, entry: GuestEntry) -> None:
     else:
         # A symlink or directory the image has at this path must not redirect us.
         if g.exists(entry.path) or g.is_symlink(entry.path):
-            g.rm_rf(entry.path)
+            if entry.keep_original is not None:
+                g.mv(entry.path, entry.keep_original)  # the very file: owner, mode, times
+            else:
+                g.rm_rf(entry.path)
         if entry.link is not None:
             g.ln_s(entry.link, entry.path)
             g.lchown(entry.uid, entry.gid, entry.path)

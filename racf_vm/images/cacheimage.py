@@ -2,10 +2,11 @@
 temporary files killed downloads left behind.
 
 A running job holds a shared flock on its base image (``locks.hold_image``) and uses it
-by path (preparation, overlays, QEMU). So no path here removes or replaces the file at an
-image's name while a job holds it: a non-blocking exclusive flock on that file is taken
-first and kept across the unlink or rename; a held image is reported ``busy`` and left
-for a later sync.
+through its version link (racf_vm.images.versions), never by ``<cache>/<name>``. So a new
+version may replace the file at an image's name while jobs run on the old one; but an
+image is withdrawn only when no job holds it: a non-blocking exclusive flock on the file
+is taken first and kept across the unlink; a held image is reported ``busy`` and left for
+a later check.
 """
 
 import errno
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from typing import Container, Iterator, Optional
 
 from racf_vm.core.locking import LockTimeout
-from racf_vm.images import index
+from racf_vm.images import index, versions
 from racf_vm.images.checksums import RemoteImage, validate_file_name
 from racf_vm.images.fetch import Client
 from racf_vm.images.fsutil import (
@@ -88,10 +89,19 @@ def sweep_temps(cache_dir: str, listed: Container[str]) -> None:
 
 def bring_locked(client: Client, url: str, cache_dir: str, img: RemoteImage, max_bytes: int,
                  progress: Optional[Progress]) -> str:
-    """Make ``cache_dir/img.name`` the verified image the list names, at most ``max_bytes``;
-    says what it did: unchanged, verified, fetched, or busy (another file is there and a
-    job holds it: kept, and nothing fetched). The caller holds the image's lock."""
+    """Make ``cache_dir/img.name`` the verified image the list names, at most ``max_bytes``,
+    with its version link; says what it did: unchanged, verified or fetched. A running job
+    keeps the file it holds (through that file's own version link), so the new file goes
+    in even then. The caller holds the image's lock."""
     path = os.path.join(cache_dir, img.name)
+    done = _bring(client, url, cache_dir, img, max_bytes, progress, path)
+    st = os.stat(path, follow_symlinks=False)
+    versions.link_current(cache_dir, img.name, img.sha256, st)
+    versions.prune(cache_dir, img.name, img.sha256)
+    return done
+
+
+def _bring(client, url, cache_dir, img, max_bytes, progress, path) -> str:
     sha = index.verified_sha(cache_dir, img.name)
     if sha == img.sha256:
         return "unchanged"  # someone did it while we waited
@@ -103,41 +113,35 @@ def bring_locked(client: Client, url: str, cache_dir: str, img: RemoteImage, max
             if got.sha256 == img.sha256 and index.Verified.of(got.sha256, before).matches(after):
                 index.record(cache_dir, img.name, got.sha256, after)
                 return "verified"
-    with _unless_held(path) as free:
-        if not free:  # do not fetch what could not go in
-            log.warning("image %s: the cached file is in use by a running job; it is "
-                        "replaced by a sync after the job ends", img.name)
-            return "busy"
     remove_stale_temps(cache_dir, img.name)
     with temp_file(cache_dir, img.name) as tmp:
         client.download_image(url, tmp, img.name, img.codec, img.sha256, max_bytes=max_bytes,
                               progress=progress)
-        with _unless_held(path) as free:
-            if not free:  # a job began to hold the old file meanwhile
-                log.warning("image %s: a running job began to use the cached file during "
-                            "the download; the new one is discarded for now", img.name)
-                return "busy"
-            st = tmp.commit(0o644)
+        st = tmp.commit(0o644)
     index.record(cache_dir, img.name, img.sha256, st)
     log.info("fetched image %s (%s)", img.name, img.sha256)
     return "fetched"
 
 
 def withdraw(cache_dir: str, name: str, lock_timeout: float) -> bool:
-    """Remove a withdrawn image unless a running job holds it; True if it is gone."""
+    """Remove an image the verified list no longer names, unless a running job holds it
+    (then it stays, for a later check); True if it is gone. Versions of it that jobs
+    still hold stay until they end."""
     path = os.path.join(cache_dir, name)
-    with image_lock(cache_dir, name, lock_timeout) as held, _unless_held(path) as free:
-        if not free:
-            return False
-        remove_stale_temps(cache_dir, name)
-        try:
-            os.unlink(path)
-            fsync_dir(cache_dir)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise CacheWriteError(f"cannot remove withdrawn image {path}: {e.strerror}") from None
+    with image_lock(cache_dir, name, lock_timeout) as held:
+        with _unless_held(path) as free:
+            if not free:
+                return False
+            remove_stale_temps(cache_dir, name)
+            try:
+                os.unlink(path)
+                fsync_dir(cache_dir)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise CacheWriteError(f"cannot remove withdrawn image {path}: {e.strerror}") from None
         index.forget(cache_dir, [name])
-        held.remove = True
+        _, still_held = versions.prune(cache_dir, name, None)  # our own flock is gone now
+        held.remove = not still_held
         log.info("removed withdrawn image %s", name)
         return True

@@ -7,6 +7,7 @@ pattern before any lookup and the lookup is a dict access, so a hostile name can
 make racf-vm open a path of the user's choosing (security.md §5 row 21).
 """
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -27,6 +28,7 @@ FILESYSTEM_RE = re.compile(
     r"/[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}"
 )
 SHA256_RE = r"[0-9a-f]{64}"
+FOLLOW = "follow"  # sha256 = "follow": the version the newest verified, signed list names
 FSTYPES = ("ext4", "ext3", "ext2", "xfs", "btrfs")
 HOOKS = ("rc.local", "systemd")
 # Examples carry this placeholder; code that verifies an image must refuse it.
@@ -80,11 +82,12 @@ class ImageEntry:
     trust: str  # "trusted" | "untrusted"
     path: str
     format: str  # "qcow2" | "raw"
-    sha256: str
+    sha256: str  # "" for an entry that follows the server until resolved for a job
     boot: BootSpec
     context: ContextSpec
     credentials: bool = False  # does the guest get the job's credentials (racf_vm.condor.credentials)
     size: int = 0  # exact bytes of the base file if the catalog says; 0: not given
+    follow: bool = False  # the sha256 comes from the server's verified list at each job start
 
     @property
     def trusted(self) -> bool:
@@ -94,6 +97,16 @@ class ImageEntry:
     def checksum_is_placeholder(self) -> bool:
         """True for the all-zero example checksum, which verification must refuse."""
         return self.sha256 == PLACEHOLDER_SHA256
+
+    @property
+    def pinned(self) -> bool:
+        return not self.follow
+
+    def resolved(self, sha256: str, path: str) -> "ImageEntry":
+        """This entry as one job runs it: the verified sha256 and the file it uses."""
+        if not re.fullmatch(SHA256_RE, sha256) or (not self.follow and sha256 != self.sha256):
+            raise ValueError(f"image {self.name}: cannot run sha256 {sha256!r}")
+        return dataclasses.replace(self, sha256=sha256, path=path)
 
 
 def _stem(source: str) -> str:
@@ -117,9 +130,14 @@ def parse_image_entry(data: bytes, source: str) -> ImageEntry:
     path = top.path("path", "")
     fmt = top.choice("format", "", ("qcow2", "raw"))
     sha = top.string("sha256", "", allow_empty=False).lower()
-    if not re.fullmatch(SHA256_RE, sha):
-        raise top.fail("sha256", "must be 64 hexadecimal digits")
+    follow = sha == FOLLOW
+    if follow:
+        sha = ""
+    elif not re.fullmatch(SHA256_RE, sha):
+        raise top.fail("sha256", f"must be 64 hexadecimal digits, or \"{FOLLOW}\"")
     size = top.integer("size", 0, minimum=0, maximum=1 << 50)
+    if follow and size:
+        raise top.fail("size", "is the exact size of one version: not with sha256 = \"follow\"")
 
     boot_r = TableReader(top.raw("boot", None), source, text, "boot")
     method = boot_r.choice("method", "", ("kernel", "bootloader"))
@@ -146,7 +164,7 @@ def parse_image_entry(data: bytes, source: str) -> ImageEntry:
     ctx_r.finish()
     top.finish()
     return ImageEntry(
-        name=name, trust=trust, path=path, format=fmt, sha256=sha, size=size,
+        name=name, trust=trust, path=path, format=fmt, sha256=sha, size=size, follow=follow,
         boot=BootSpec(method=method, kernel=kernel, initrd=initrd, cmdline=cmdline),
         context=ContextSpec(filesystem=fs, fstype=fstype, hook=hook), credentials=credentials,
     )

@@ -25,6 +25,9 @@ _MAX_INDEX = 16 * 1024 * 1024
 _LOCK_TIMEOUT = 60.0  # the lock is held for one read and one small write
 
 
+ORIGINS = ("server", "local")
+
+
 @dataclass(frozen=True)
 class Verified:
     sha256: str
@@ -32,14 +35,17 @@ class Verified:
     mtime_ns: int
     ino: int
     dev: int
+    # "server": fetched from the image server, withdrawn when its list drops it;
+    # "local": put here by `racf-vm images add`, never touched by the server's list
+    origin: str = "server"
 
     def matches(self, st: os.stat_result) -> bool:
         return (self.size, self.mtime_ns, self.ino, self.dev) == (
             st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
 
     @classmethod
-    def of(cls, sha256: str, st: os.stat_result) -> "Verified":
-        return cls(sha256, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+    def of(cls, sha256: str, st: os.stat_result, origin: str = "server") -> "Verified":
+        return cls(sha256, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, origin)
 
 
 def load(cache_dir: str) -> dict[str, Verified]:
@@ -49,7 +55,10 @@ def load(cache_dir: str) -> dict[str, Verified]:
         return {}
     try:
         raw = json.loads(data)
-        return {name: Verified(**fields) for name, fields in raw["images"].items()}
+        index = {name: Verified(**fields) for name, fields in raw["images"].items()}
+        if any(v.origin not in ORIGINS for v in index.values()):
+            raise ValueError("unknown origin")
+        return index
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("%s/%s is damaged; cached images will be verified again", cache_dir, INDEX_NAME)
         return {}
@@ -77,9 +86,10 @@ def _locked(cache_dir: str) -> Iterator[dict[str, Verified]]:
         write_atomic(cache_dir, INDEX_NAME, json.dumps(body, indent=1).encode())
 
 
-def record(cache_dir: str, name: str, sha256: str, st: os.stat_result) -> None:
+def record(cache_dir: str, name: str, sha256: str, st: os.stat_result,
+           origin: str = "server") -> None:
     with _locked(cache_dir) as index:
-        index[name] = Verified.of(sha256, st)
+        index[name] = Verified.of(sha256, st, origin)
 
 
 def forget(cache_dir: str, names: list[str]) -> None:

@@ -2,9 +2,14 @@
 and the hook that starts it at boot.
 
 Jobs then start without any libguestfs launch: their overlay sits on the prepared layer
-(base <- prepared <- job). The layer is keyed by (base sha256, runner sha256, boot hook),
-all in its file name, so a change of any of them gives a new layer and ``racf-vm gc``
-removes the old one when no job holds it.
+(base <- prepared <- job). The layer is keyed by (base sha256, runner sha256, boot hook,
+the base's path), all in its file name, so a change of any of them gives a new layer and
+``racf-vm gc`` removes the old one when no job holds it. A cached image's base path is
+its version link (racf_vm.images.versions), whose content never changes.
+
+``images maintain`` prepares the master copy with a maintenance layer: the same runner
+and hook, but the files the hook replaces are first moved aside into ``/racf/orig``, so
+the runner can put them back before the maintained image is committed.
 
 libguestfs, the tool that writes into images, runs as the unprivileged preparation
 account (``[guestfs] user``) with private temporary and cache directories, never as root
@@ -54,10 +59,15 @@ class PrepAccount:
     gid: int
 
 
-def layer_name(entry: ImageEntry, runner: bytes) -> str:
-    """The layer's file name: the image, then every input the layer depends on."""
-    hook = entry.context.hook.replace(".", "")
-    return f"{entry.name}-{entry.sha256[:16]}-{hashlib.sha256(runner).hexdigest()[:16]}-{hook}.qcow2"
+def layer_name(entry: ImageEntry, runner: bytes, maintenance: bool = False) -> str:
+    """The layer's file name: the image, then every input the layer depends on (the base
+    is ``entry.path``; its path matters too: the layer's header names it)."""
+    if not entry.sha256:
+        raise ValueError(f"image {entry.name}: a layer needs the resolved sha256")
+    hook = entry.context.hook.replace(".", "") + ("-maint" if maintenance else "")
+    where = hashlib.sha256(entry.path.encode()).hexdigest()[:8]
+    return (f"{entry.name}-{entry.sha256[:16]}-{hashlib.sha256(runner).hexdigest()[:16]}-"
+            f"{where}-{hook}.qcow2")
 
 
 def prepared_dir(state_dir: str) -> str:
@@ -93,11 +103,14 @@ def _own_dir(path: str, uid: int, gid: int, mode: int) -> str:
 
 
 def ensure_prepared(entry: ImageEntry, base: BaseImageInfo, runner: bytes, config,
-                    accel: str) -> BaseImageInfo:
+                    accel: str, *, maintenance: bool = False) -> BaseImageInfo:
     """The validated prepared layer of ``entry`` (made first when missing; concurrent
-    callers wait, within ``[timeouts] prepare``, for the one that makes it)."""
+    callers wait, within ``[timeouts] prepare``, for the one that makes it).
+    ``maintenance``: the layer ``images maintain`` boots the master copy on."""
+    if os.path.normpath(entry.path) != os.path.normpath(base.path):
+        raise ValueError(f"image {entry.name}: the entry's path is not the base's")
     directory = _own_dir(prepared_dir(config.paths.state_dir), 0, 0, 0o755)
-    name = layer_name(entry, runner)
+    name = layer_name(entry, runner, maintenance)
     path = os.path.join(directory, name)
     expect = (base.path, base.format)
     if os.path.lexists(path):
@@ -106,11 +119,12 @@ def ensure_prepared(entry: ImageEntry, base: BaseImageInfo, runner: bytes, confi
     with locking.locked(os.path.join(locks, name), timeout=config.timeouts.prepare,
                         what=f"another racf-vm preparing image {entry.name}"):
         if not os.path.lexists(path):
-            _prepare(entry, base, runner, config, accel, directory, name)
+            entries = runner_entries(runner, entry.context.hook, keep_originals=maintenance)
+            _prepare(entry, base, entries, config, accel, directory, name)
     return validate_base_image(path, "qcow2", expect)
 
 
-def _prepare(entry, base, runner, config, accel, directory, name) -> None:
+def _prepare(entry, base, entries, config, accel, directory, name) -> None:
     account = prep_account(config.guestfs.user)
     home = _own_dir(os.path.join(config.paths.state_dir, HOME_DIR), account.uid, account.gid, 0o700)
     settings = GuestfsSettings(
@@ -131,17 +145,15 @@ def _prepare(entry, base, runner, config, accel, directory, name) -> None:
         os.chown(staged, account.uid, account.gid)
         log.info("preparing image %s as %s (%s)", entry.name, account.name, name)
         started = time.monotonic()
-        _write_as_account(account, staged, entry, runner, settings, config.timeouts.prepare)
+        _write_as_account(account, staged, entry, entries, settings, config.timeouts.prepare)
         _take_over(staged, account, directory, name, (base.path, base.format))
         log.info("prepared image %s in %.1fs", entry.name, time.monotonic() - started)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_as_account(account: PrepAccount, staged: str, entry: ImageEntry, runner: bytes,
+def _write_as_account(account: PrepAccount, staged: str, entry: ImageEntry, entries,
                       settings: GuestfsSettings, timeout: float) -> None:
-    entries = runner_entries(runner, entry.context.hook)
-
     def body(_stream) -> bool:
         os.setgroups([])
         os.setresgid(account.gid, account.gid, account.gid)
@@ -190,9 +202,9 @@ def _take_over(staged: str, account: PrepAccount, directory: str, name: str,
             os.unlink(tmp)
 
 
-def current_layers(catalog, runner: bytes) -> set[str]:
-    """The names of the layers the catalog's images need now."""
-    return {layer_name(entry, runner) for entry in catalog.values()}
+def current_layers(entries, runner: bytes) -> set[str]:
+    """The names of the layers ``entries`` (resolved: racf_vm.images.jobimage) need now."""
+    return {layer_name(entry, runner) for entry in entries}
 
 
 def remove_stale_layers(state_dir: str, current: set[str]) -> tuple[list[str], list[str]]:

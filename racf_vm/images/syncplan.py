@@ -1,7 +1,9 @@
 """The sync plan, a pure function: what the cache holds + what the server lists -> actions.
 
-Only images the cache itself verified (named in its index) are ever removed: an
-administrator's own file in the same directory is not the server's to withdraw.
+Only images the cache itself fetched from the server (named in its index, origin
+"server") are ever removed: an administrator's own file in the same directory, or an
+image ``racf-vm images add`` put there (origin "local"), is not the server's to withdraw
+or replace.
 """
 
 from collections.abc import Mapping
@@ -19,6 +21,7 @@ class LocalImage:
     present: bool
     verified_sha256: Optional[str]  # None: not verified in its current state
     managed: bool
+    local: bool = False  # added by `racf-vm images add`: the server's list does not apply
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,9 @@ def plan_sync(remote: Mapping[str, RemoteImage], local: Mapping[str, LocalImage]
     for name in sorted(set(remote) | set(local)):
         want = remote.get(name)
         have = local.get(name, LocalImage(present=False, verified_sha256=None, managed=False))
-        if want is None:
+        if have.local:
+            keep.append(name)
+        elif want is None:
             if have.present and have.managed:
                 remove.append(name)
             elif not have.present and have.managed:

@@ -16,7 +16,7 @@ import libvirt
 from racf_vm.core import jobtag
 from racf_vm.core.errors import RacfError
 from racf_vm.guest import install
-from racf_vm.images import catalog, prepare
+from racf_vm.images import catalog, jobimage, prepare
 from racf_vm.trust import pathtrust
 from racf_vm.vm import domain
 
@@ -81,4 +81,5 @@ def _current_layers(config):
     except RacfError as exc:
         log.warning("prepared layers left alone: %s", exc.message)
         return None
-    return prepare.current_layers(cat, runner)
+    resolved = (jobimage.resolve_offline(cat[name], config) for name in cat)
+    return prepare.current_layers((e for e in resolved if e is not None), runner)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 from racf_vm.condor.credentials import strip_credentials
 from racf_vm.condor.request import JobRequest
@@ -57,7 +58,8 @@ class JobPlan:
     size: sizing.VMSize
     network: Network
     domain: DomainSpec  # for "untrusted", its NIC gets its MAC from the lease (with_mac)
-    guest_request: JobRequest  # what the context disk carries (credentials only if allowed)
+    guest_request: Optional[JobRequest]  # what the context disk carries (credentials only if
+    #                                      allowed); None for a maintenance boot
     withhold_credentials: bool  # leave credential files out of the input archive
     storage: StoragePlan  # scratch and data disks, and what goes back to the sandbox
     output_tar: str

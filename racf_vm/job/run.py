@@ -25,7 +25,7 @@ from racf_vm.config.integration import find_profile
 from racf_vm.core import jobtag, logsetup
 from racf_vm.core.errors import Cancelled, ConfigError, JobError, RefusedError
 from racf_vm.guest import channels, contextdisk, install
-from racf_vm.images import catalog, imageheader, locks, prepare, sync
+from racf_vm.images import catalog, imageheader, jobimage, locks, prepare
 from racf_vm.job import plan as planner
 from racf_vm.job import storage
 from racf_vm.job.supervise import Supervisor
@@ -112,14 +112,7 @@ class JobRun:
             from netpolicy import detect
 
             detect.choose(cfg.untrusted_network.backend, detect.host_flavour())
-        self._stack.enter_context(sync.hold_for_job(image, cfg))
-        base = imageheader.validate_base_image(image.path, image.format)
-        for boot_file in (image.boot.kernel, image.boot.initrd):
-            if boot_file:
-                pathtrust.check_trusted_file(boot_file)
-        kind = accel.choose_accel(cfg.libvirt.accel, cfg.paths.state_dir, cfg.libvirt.emulator)
-        layer = prepare.ensure_prepared(image, base, runner, cfg, kind)
-        self._stack.enter_context(locks.hold_image(layer.path))
+        image, base, layer, kind = self.image_inputs(image, runner)
         return planner.PlanInputs(
             request=req, image=image, base=base, layer=layer, slot=sizing.read_slot(), config=cfg,
             accel=kind, owner=jobtag.self_owner(),
@@ -127,10 +120,27 @@ class JobRun:
             qemu_gid=grp.getgrnam(cfg.libvirt.qemu_group).gr_gid,
         )
 
+    def image_inputs(self, image, runner: bytes):
+        """The job's image at its start (racf_vm.images.jobimage: the version it runs,
+        fetched if needed, held), its validated base, its prepared layer (held) and the
+        accelerator: (resolved entry, base, layer, accel)."""
+        cfg = self.config
+        image = self._stack.enter_context(jobimage.hold_for_job(image, cfg)).entry
+        pathtrust.check_trusted_file(image.path)
+        base = imageheader.validate_base_image(image.path, image.format)
+        for boot_file in (image.boot.kernel, image.boot.initrd):
+            if boot_file:
+                pathtrust.check_trusted_file(boot_file)
+        kind = accel.choose_accel(cfg.libvirt.accel, cfg.paths.state_dir, cfg.libvirt.emulator)
+        layer = prepare.ensure_prepared(image, base, runner, cfg, kind)
+        self._stack.enter_context(locks.hold_image(layer.path))
+        return image, base, layer, kind
+
     def _lookup_image(self, name: str):
         cat = catalog.load_catalog(self.config.paths.catalog_dir, check_trust=pathtrust.check_trusted_file)
         entry = cat.lookup(name)
-        pathtrust.check_trusted_file(entry.path)
+        if not jobimage.cache_managed(entry, self.config):
+            pathtrust.check_trusted_file(entry.path)  # a cached one is checked once resolved
         if entry.checksum_is_placeholder:
             raise ConfigError(
                 f"image '{name}': the catalog still has the example placeholder sha256; "

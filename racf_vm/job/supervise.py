@@ -8,7 +8,9 @@ Every ``health`` seconds the run's checks look at what must stay true while the 
 (the domain is not paused on a disk error, the untrusted network's rules are in place); a
 failed check stops the guest.
 Once the job has ended and its output archive is complete, the guest is destroyed rather
-than waited for: its disk is thrown away, so its power-off buys nothing.
+than waited for: its disk is thrown away, so its power-off buys nothing. With
+``clean_poweroff`` (``images maintain``, whose disk is kept) the guest must power itself
+off within ``poweroff`` of its command's end; a guest destroyed instead is a failure.
 """
 
 from __future__ import annotations
@@ -86,8 +88,10 @@ class Supervisor:
 
     def __init__(self, dom, chans: GuestChannels, spool: BinaryIO, timeouts: TimeoutsConfig,
                  limits: LimitsConfig, *, exec_time: float, terminated: Callable[[], bool],
-                 checks: Sequence[Callable[[], None]] = (), on_started: Callable[[], None] = lambda: None):
+                 checks: Sequence[Callable[[], None]] = (), on_started: Callable[[], None] = lambda: None,
+                 clean_poweroff: bool = False):
         self.dom = dom
+        self.clean_poweroff = clean_poweroff
         self.checks = checks  # each raises a RacfError when the guest must not go on
         self._next_check = 0.0
         self._destroyed = False
@@ -160,6 +164,12 @@ class Supervisor:
                 if now >= drain_until:
                     destroyed_at = self._destroy()
                 deadline = drain_until if now < drain_until else now + t.after_destroy
+            elif state.ended_at is not None and self.clean_poweroff and state.error is None:
+                deadline = state.ended_at + t.poweroff  # QEMU exits by itself: channels' EOF
+                if now >= deadline:
+                    self._destroy()
+                    raise TemporaryError(f"the guest did not power off within {t.poweroff:g}s "
+                                         "of its command's end; its disk is not used")
             elif state.ended_at is not None:
                 if state.error is not None or output_complete(self.spool):
                     drain_until = deadline = now + t.drain

@@ -108,6 +108,34 @@ def test_fuzz_toml(data):
     only_racf_errors(parse_image_entry, data, "/x/name.toml")
 
 
+# The signed checksum list comes from the network: parsing it and checking it as a node
+# does must only ever refuse (BadSignatureError / BadListError), never crash or accept.
+LIST_TOKENS = st.sampled_from([
+    "racf-vm signed list 1\n", "serial ", "0", "18446744073709551616", "\n", "signature ",
+    "SHA256:" + "A" * 43, " ", "A" * 86 + "==", "\n\n", "a" * 64 + "  x.raw.gz\n", "\0",
+    "\u00e9", "*", "..", "/",
+])
+
+
+@FUZZ
+@given(st.binary(max_size=800) | st.lists(LIST_TOKENS, max_size=20).map(lambda t: "".join(t).encode("utf-8", "surrogatepass")))
+def test_fuzz_signed_list(data):
+    from racf_vm.config.sshkeys import PublicKey
+    from racf_vm.images.checksums import parse_list
+    from racf_vm.images.signedlist import recheck_stored, verify
+
+    key = PublicKey(raw=bytes(32), fingerprint="SHA256:" + "A" * 43)
+    for check in (lambda: verify(data, "SHA256SUMS", [key], "fuzz"),
+                  lambda: recheck_stored(data, key.fingerprint, [key], "fuzz")):
+        try:
+            got = check()
+        except RacfError:
+            continue
+        assert check is not None and got.signer == key.fingerprint
+        only_racf_errors(parse_list, got.body, "fuzz")
+    only_racf_errors(parse_list, data, "fuzz")
+
+
 if __name__ == "__main__":
     import pytest
 

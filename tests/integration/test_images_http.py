@@ -21,15 +21,16 @@ import pytest
 from racf_vm.config import Config, ImagesConfig
 from racf_vm.core.errors import TemporaryError
 from racf_vm.core.locking import LockTimeout
-from racf_vm.images import index
-from racf_vm.images import sync as sync_module
+from racf_vm.images import index, jobimage, versions
 from racf_vm.images.catalog import BootSpec, ContextSpec, ImageEntry
 from racf_vm.images.codecs import CODECS
 from racf_vm.images.fetch import ChecksumMismatchError
+from racf_vm.images.jobimage import hold_for_job
+from racf_vm.images.jobimage import resolve as ensure_image
 from racf_vm.images.locks import hold_image, image_lock
 from racf_vm.images.publish import publish
 from racf_vm.images.stream import compressed_cap
-from racf_vm.images.sync import SyncError, ensure_image, hold_for_job, sync
+from racf_vm.images.sync import SyncError, sync
 from tests.support.imageserver import ImageServer
 
 pytestmark = pytest.mark.root
@@ -270,21 +271,26 @@ def test_ensure_image(area, server):
     sha = _make(src, "a.raw")
     publish(src, web)
     entry = _entry(cache, "a.raw", sha)
-    ensure_image(entry, Config(images=_cfg(cache_dir=cache)))  # no source: no-op
-    assert not os.path.exists(cache) and not server.counts
+    with pytest.raises(TemporaryError, match="not on this node and no image server"):
+        ensure_image(entry, Config(images=_cfg(cache_dir=cache)))  # no source, no file
+    assert not server.counts
     cfg = Config(images=_cfg(source_url=server.url, cache_dir=cache))
     outside = _entry("/var/lib/elsewhere", "a.raw", sha)
-    ensure_image(outside, cfg)
+    assert ensure_image(outside, cfg) == outside  # the admin's own file: used by its path
     assert not server.counts
-    ensure_image(entry, cfg)
+    got = ensure_image(entry, cfg)
+    assert got.path == versions.version_path(cache, "a.raw", sha) and got.sha256 == sha
     assert index.verified_sha(cache, "a.raw") == sha
+    assert os.stat(got.path).st_ino == os.stat(os.path.join(cache, "a.raw")).st_ino
     server.clear()
-    ensure_image(entry, cfg)  # verified: no network at all
+    assert ensure_image(entry, cfg) == got  # verified: no network at all
     assert not server.counts
     with pytest.raises(TemporaryError, match="catalog expects " + "e" * 64):
         ensure_image(_entry(cache, "a.raw", "e" * 64), cfg)
     with pytest.raises(TemporaryError, match="not on the image server"):
         ensure_image(_entry(cache, "zz.raw", sha), cfg)
+    # no server any more: the verified file keeps working, pinned
+    assert ensure_image(entry, Config(images=_cfg(cache_dir=cache))) == got
     assert_clean(cache)
 
 
@@ -400,10 +406,10 @@ def test_trickling_server_is_cut_off_at_the_download_deadline(area, server, capl
 
 def test_a_stuck_holder_frees_the_image_lock_at_its_own_deadline(area, server):
     _, src, web, cache = area
-    sha = _make(src, "a.raw")
+    sha = _make_random(src, "a.raw", 300_000)
     publish(src, web)
-    # A job refreshes the list under the image's lock: one byte every 0.1 s (~8 s in all).
-    server.fault("SHA256SUMS", "trickle", keep=1, seconds=0.1)
+    # A job downloads the image under its lock: 4 KiB every 0.1 s (~7 s in all).
+    server.fault("a.raw.gz", "trickle", keep=4096, seconds=0.1)
     cfg = Config(images=_cfg(source_url=server.url, cache_dir=cache, download_timeout=2.0))
     entry = _entry(cache, "a.raw", sha)
     ctx = multiprocessing.get_context("fork")
@@ -411,7 +417,7 @@ def test_a_stuck_holder_frees_the_image_lock_at_its_own_deadline(area, server):
     holder = ctx.Process(target=_worker, args=(entry, cfg, results))
     start = time.monotonic()
     holder.start()
-    while not server.counts["SHA256SUMS"]:  # it holds the lock now
+    while not server.counts["a.raw.gz"]:  # it holds the lock now
         assert time.monotonic() - start < 5
         time.sleep(0.02)
     impatient = Config(images=_cfg(source_url=server.url, cache_dir=cache, lock_timeout=0.3))
@@ -429,47 +435,46 @@ def test_a_stuck_holder_frees_the_image_lock_at_its_own_deadline(area, server):
     assert_clean(cache)
 
 
-def test_changed_image_is_not_replaced_while_a_job_holds_it(area, server):
+def test_a_changed_image_goes_in_while_a_job_runs_on_the_old_one(area, server):
     _, src, web, cache = area
-    path = os.path.join(cache, "a.raw")
     old = _make(src, "a.raw")
     publish(src, web)
-    sync(_cfg(), source_url=server.url, cache_dir=cache)
-    new = _make(src, "a.raw", seed=b"v2")
-    publish(src, web)
-    server.clear()
     cfg = Config(images=_cfg(source_url=server.url, cache_dir=cache))
-    with hold_image(path):
+    with hold_for_job(_entry(cache, "a.raw", old), cfg) as held:
+        new = _make(src, "a.raw", seed=b"v2")
+        publish(src, web)
+        server.clear()
         report = sync(_cfg(), source_url=server.url, cache_dir=cache)
-        assert report.busy == ["a.raw"] and report.fetched == []
-        assert not server.counts["a.raw.gz"]  # nothing fetched that could not go in
-        with pytest.raises(TemporaryError, match="running jobs still use") as e:
-            ensure_image(_entry(cache, "a.raw", new), cfg)  # a job of the new version
-        assert e.value.exit_status == 75
-        assert index.verified_sha(cache, "a.raw") == old
-        assert hashlib.sha256(open(path, "rb").read()).hexdigest() == old
-    assert_clean(cache)
-    report = sync(_cfg(), source_url=server.url, cache_dir=cache)  # free now: replaced
-    assert report.fetched == ["a.raw"] and index.verified_sha(cache, "a.raw") == new
+        assert report.fetched == ["a.raw"] and report.busy == []
+        assert index.verified_sha(cache, "a.raw") == new
+        # the running job's file is untouched, under its own name
+        assert held.entry.path == versions.version_path(cache, "a.raw", old)
+        assert hashlib.sha256(open(held.entry.path, "rb").read()).hexdigest() == old
+        assert os.fstat(held.fd).st_ino == os.stat(held.entry.path).st_ino
+        assert sorted(versions.existing(cache, "a.raw")) == sorted([old, new])
+        got = ensure_image(_entry(cache, "a.raw", new), cfg)  # a job of the new version
+        assert got.path == versions.version_path(cache, "a.raw", new)
+    sync(_cfg(), source_url=server.url, cache_dir=cache)  # nobody holds the old one: gone
+    assert sorted(versions.existing(cache, "a.raw")) == [new]
     assert_clean(cache)
 
 
 def test_a_job_that_starts_holding_during_the_download_keeps_its_image(area, server):
     _, src, web, cache = area
-    path = os.path.join(cache, "a.raw")
     old = _make(src, "a.raw", size=2_000_000)
     publish(src, web)
     sync(_cfg(), source_url=server.url, cache_dir=cache)
-    _make(src, "a.raw", size=2_000_000, seed=b"v2")
+    new = _make(src, "a.raw", size=2_000_000, seed=b"v2")
     publish(src, web)
     server.clear()
     server.fault("a.raw.gz", "slow", seconds=1.0)
     held, done = threading.Event(), threading.Event()
+    old_path = versions.version_path(cache, "a.raw", old)
 
     def job():
         while not server.counts["a.raw.gz"]:
             time.sleep(0.01)
-        with hold_image(path):  # the old file, while the new one is on its way
+        with hold_image(old_path):  # the old file, while the new one is on its way
             held.set()
             done.wait(10)
 
@@ -477,13 +482,13 @@ def test_a_job_that_starts_holding_during_the_download_keeps_its_image(area, ser
     t.start()
     try:
         report = sync(_cfg(http_timeout=5), source_url=server.url, cache_dir=cache)
+        assert held.is_set() and report.fetched == ["a.raw"]
+        assert hashlib.sha256(open(old_path, "rb").read()).hexdigest() == old
+        assert index.verified_sha(cache, "a.raw") == new
     finally:
         done.set()
         t.join()
-    assert held.is_set() and report.busy == ["a.raw"] and report.fetched == []
-    assert server.counts["a.raw.gz"] == 1  # fetched whole, then not put in
-    assert index.verified_sha(cache, "a.raw") == old
-    assert hashlib.sha256(open(path, "rb").read()).hexdigest() == old
+    assert server.counts["a.raw.gz"] == 1
     assert_clean(cache)
 
 
@@ -511,23 +516,22 @@ def test_stale_temps_are_swept_for_every_image_but_a_live_download(area, server)
 
 def test_a_job_holds_only_the_file_its_catalog_verified(area, server, monkeypatch):
     _, src, web, cache = area
-    path = os.path.join(cache, "a.raw")
     old = _make(src, "a.raw")
     publish(src, web)
     cfg = Config(images=_cfg(source_url=server.url, cache_dir=cache))
-    with hold_for_job(_entry(cache, "a.raw", old), cfg) as fd:  # fetched, verified, held
-        assert os.fstat(fd).st_ino == os.stat(path).st_ino
+    with hold_for_job(_entry(cache, "a.raw", old), cfg) as held:  # fetched, verified, held
+        assert os.fstat(held.fd).st_ino == os.stat(os.path.join(cache, "a.raw")).st_ino
     new = _make(src, "a.raw", seed=b"v2")
     publish(src, web)
-    real = sync_module.ensure_image
+    real = jobimage.resolve
 
-    def then_a_sync(entry, config):
-        managed = real(entry, config)
-        monkeypatch.setattr(sync_module, "ensure_image", real)
-        sync(config.images)  # nobody holds the file yet: replaced
-        return managed
+    def then_a_sync(entry, config, **kw):
+        resolved = real(entry, config, **kw)
+        monkeypatch.setattr(jobimage, "resolve", real)
+        sync(config.images)  # nobody holds the old version yet: replaced, its link pruned
+        return resolved
 
-    monkeypatch.setattr(sync_module, "ensure_image", then_a_sync)
+    monkeypatch.setattr(jobimage, "resolve", then_a_sync)
     with pytest.raises(TemporaryError, match="catalog expects " + old) as e:
         with hold_for_job(_entry(cache, "a.raw", old), cfg):
             pytest.fail("the job would run a file its catalog does not name")

@@ -8,6 +8,7 @@ the serial console ([vm_universe] console_log: the kernel's boot lines, then its
 "reboot: Power down" when init powers off) and, on the NAT network, in dnsmasq's leases.
 What the script leaves lives as long as the gahp; `racf-vm gc` removes it after."""
 
+import os
 import subprocess
 import xml.etree.ElementTree as ET
 
@@ -32,6 +33,14 @@ def site(libvirtd):
     _gc(s)
     condorsite.remove_network(s)
     s.remove()
+
+
+def assert_boots_on_version_of(backing: str, cached: str) -> None:
+    """The VM's base is the cached image's version link (racf_vm.images.versions): the very
+    file, by a name a newer version never replaces."""
+    assert os.path.dirname(backing) == os.path.join(os.path.dirname(cached), ".versions"), backing
+    assert os.path.basename(backing).startswith(os.path.basename(cached) + "@")
+    assert os.path.samefile(backing, cached)
 
 
 def _destroy_our_domains() -> None:
@@ -105,7 +114,7 @@ def test_a_trusted_image_boots_like_the_gahp_starts_it(site):
         job_dir = site.state / "jobs" / tag
         disk = dom.find("devices/disk")
         assert disk.find("source").get("file") == f"{job_dir}/overlay.qcow2"
-        assert disk.find("backingStore/source").get("file") == site.image_path("busybox")
+        assert_boots_on_version_of(disk.find("backingStore/source").get("file"), site.image_path("busybox"))
         assert dom.findall("devices/interface") == []  # trusted, and no site bridge here
         assert (dom.find("name").text, dom.find("memory").text, dom.find("vcpu").text) == (
             f"{USER}_7001.0", "256", "1")
@@ -204,7 +213,7 @@ def test_a_disk_staged_by_the_job_hook(site):
         gahp.finish()
     assert script["status"] == 0, script
     dom = ET.fromstring(script["xml"])
-    assert dom.find("devices/disk/backingStore/source").get("file") == site.image_path("busybox")
+    assert_boots_on_version_of(dom.find("devices/disk/backingStore/source").get("file"), site.image_path("busybox"))
     assert dom.find("devices/disk/source").get("file").startswith(f"{site.state}/jobs/")
     _gc(site)
     assert not (site.state / "jobs" / _tag(script["xml"])).exists()

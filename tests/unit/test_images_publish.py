@@ -122,6 +122,38 @@ def test_cli_publish(images):
 
     src, out = images
     result = CliRunner().invoke(images_group, ["publish", str(src), str(out), "--compression", "xz"])
+    assert result.exit_code != 0 and "no signing key" in str(result.exception)  # never by mistake
+    result = CliRunner().invoke(images_group, ["publish", str(src), str(out), "--compression", "xz",
+                                               "--unsigned"])
     assert result.exit_code == 0, result.output
-    assert "published: 2 compressed, 0 unchanged, 0 removed" in result.output
+    assert "published: 2 compressed, 0 unchanged, 0 removed; list NOT signed" in result.output
     assert sorted(os.listdir(out)) == ["SHA256SUMS", "a.qcow2.xz", "b.raw.xz"]
+
+
+def test_publish_image_replaces_one_line_signed_above_the_old_serial(images, tmp_path):
+    from racf_vm.config.sshkeys import parse_public_key
+    from racf_vm.images import signedlist, signkeys
+    from racf_vm.images.checksums import RemoteImage
+    from racf_vm.images.publish import publish_image
+    from tests.support import prereq
+
+    prereq.require_module("cryptography", "python3-cryptography")
+    from cryptography.hazmat.primitives import serialization
+
+    src, out = images
+    public = signkeys.generate_keypair(str(tmp_path / "k"), "k")
+    key = serialization.load_ssh_private_key((tmp_path / "k").read_bytes(), None)
+    first = publish(str(src), str(out), signers=[key])
+    before = (out / "b.raw.gz").read_bytes()
+    new = tmp_path / "a.qcow2"
+    new.write_bytes(b"maintained" * 1000)
+    report = publish_image(str(new), str(out), name="a.qcow2", codec="zstd", signers=[key])
+    assert report.serial > first.serial > 0
+    data = (out / "SHA256SUMS").read_bytes()
+    listed = parse_list(signedlist.verify(data, "SHA256SUMS", [parse_public_key(public.line)],
+                                          "L", min_serial=first.serial).body, "L")
+    assert listed["a.qcow2"].sha256 == hashlib.sha256(new.read_bytes()).hexdigest()
+    assert listed["a.qcow2"].file == "a.qcow2.zst" and report.removed == ["a.qcow2.gz"]
+    assert listed["b.raw"] == RemoteImage("b.raw", "b.raw.gz", "gzip", first.sha256["b.raw"])
+    assert (out / "b.raw.gz").read_bytes() == before  # the other image untouched
+    assert sorted(os.listdir(out)) == ["SHA256SUMS", "a.qcow2.zst", "b.raw.gz"]
