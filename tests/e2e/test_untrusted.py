@@ -5,6 +5,8 @@ tests/integration/test_netpolicy_guests.py; here the wrapper's own path: lease, 
 reservation made before boot, the guest gets its reserved address, all removed after.
 """
 
+import subprocess
+
 import pytest
 
 from tests.support import testenv
@@ -51,3 +53,47 @@ def test_untrusted_guests_get_none_of_the_jobs_credentials(site):
     assert "data.txt" in seen and "no-credential-variables" in seen
     assert not {"x509up_u2501", "krb5cc_2501"} & set(seen)
     assert "BEARER_TOKEN=s3cr3t" in trusted.stdout and "x509up_u2501" in trusted.stdout.split()
+
+
+def _gc() -> str:
+    gc = subprocess.run([testenv.PYTHON, "-m", "racf_vm.cli", "--config", str(testenv.TEST_CONFIG), "gc"],
+                        capture_output=True, text=True, cwd="/", timeout=120)
+    assert gc.returncode == 0, gc.stderr
+    return gc.stdout
+
+
+def test_gc_while_jobs_run_removes_nothing_of_theirs(site):
+    """The periodic gc runs while jobs run: a live wrapper's domain, job directory, firewall
+    rules and reservation are kept (their owner is alive), and the jobs finish normally,
+    still reaching what they reached before the gc."""
+    small = site["images"]["busybox"][0]
+    images = dict(site["images"], **{"busybox-nat": (small, "untrusted")})
+    testenv.write_site(images)
+    # each job: ready, then run long enough for the other to boot and the gc to run
+    script = "echo ready; sleep 40; ip -4 -o addr show dev eth0 2>/dev/null | grep -c inet; echo done"
+    procs = []
+    try:
+        for slot, image in enumerate(("busybox", "busybox-nat"), start=1):
+            cmd = testenv.job_command(image, "/bin/sh", ["-c", script], starter_opts=["--slot", f"slot{slot}_1"])
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL)
+            procs.append(proc)
+            assert proc.stdout.readline().strip() == b"ready", proc.stderr.read(4000)
+        before = testenv.leftovers()
+        assert len([x for x in before if x.startswith("job dir")]) == 2, before
+        report = _gc()
+        assert report.startswith("removed 0 domain(s), 0 job dir(s), 0 job rule set(s), "
+                                 "0 reservation(s)"), report
+        assert testenv.leftovers() == before
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()  # the stand-in vacates: the wrapper tears its VM down
+                p.communicate(timeout=120)
+        testenv.write_site(site["images"])
+    for proc, (out, err) in zip(procs, outs):
+        assert proc.returncode == 0, err
+        assert out.decode().split()[-1] == "done", out
+    assert outs[1][0].decode().split()[-2] == "1"  # the untrusted guest kept its address
+    assert testenv.leftovers() == []
