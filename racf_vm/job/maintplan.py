@@ -16,15 +16,12 @@ from dataclasses import dataclass
 
 from racf_vm.config import Config, TimeoutsConfig
 from racf_vm.core import jobtag
-from racf_vm.guest import contextdisk
 from racf_vm.guest.protocol import CHANNEL_NAMES
 from racf_vm.images.catalog import ImageEntry
 from racf_vm.images.imageheader import BaseImageInfo
-from racf_vm.job.plan import CONTEXT_DISK, OUTPUT_TAR, JobPlan, boot_of, plan_network
+from racf_vm.job.plan import OUTPUT_TAR, JobPlan, boot_disks, boot_of, plan_network
 from racf_vm.job.storageplan import StoragePlan
 from racf_vm.vm import sizing, workspace
-from racf_vm.vm.devices import BackingFile, Disk, target_name
-from racf_vm.vm.disks import OVERLAY_NAME
 from racf_vm.vm.domain_xml import DomainSpec
 
 TAG_SLOT = "maintain"
@@ -62,12 +59,7 @@ def plan_maintenance(inputs: MaintenanceInputs) -> MaintenancePlan:
     cfg, entry = inputs.config, inputs.entry
     tag = jobtag.make_tag(TAG_SLOT, 0, 0, inputs.owner)
     job_dir = os.path.join(cfg.paths.state_dir, workspace.JOBS_DIR, tag)
-    root = Disk(role="root", path=os.path.join(job_dir, OVERLAY_NAME), format="qcow2",
-                target=target_name("virtio", 0),
-                backing=(BackingFile(inputs.layer.path, "qcow2"),
-                         BackingFile(inputs.base.path, inputs.base.format)))
-    context = Disk(role="context", path=os.path.join(job_dir, CONTEXT_DISK), format="raw",
-                   target=target_name("virtio", 1), readonly=True, serial=contextdisk.SERIAL)
+    root, context = boot_disks(job_dir, inputs.layer, inputs.base)
     network, nics = plan_network(entry, cfg)
     domain = DomainSpec(
         name=jobtag.DOMAIN_PREFIX + tag, tag=tag, pid=inputs.owner.pid, start=inputs.owner.start,

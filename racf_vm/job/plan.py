@@ -85,6 +85,17 @@ class JobPlan:
         return imagepolicy.ready_to_boot(self.domain)
 
 
+def boot_disks(job_dir: str, layer: BaseImageInfo, base: BaseImageInfo) -> tuple[Disk, Disk]:
+    """The root disk (a writable overlay: base <- prepared layer <- overlay) and the
+    read-only context disk, first and second, as every boot of ours has them."""
+    root = Disk(role="root", path=os.path.join(job_dir, OVERLAY_NAME), format="qcow2",
+                target=target_name("virtio", 0),
+                backing=(BackingFile(layer.path, "qcow2"), BackingFile(base.path, base.format)))
+    context = Disk(role="context", path=os.path.join(job_dir, CONTEXT_DISK), format="raw",
+                   target=target_name("virtio", 1), readonly=True, serial=contextdisk.SERIAL)
+    return root, context
+
+
 def plan_job(inputs: PlanInputs) -> JobPlan:
     req, cfg, image = inputs.request, inputs.config, inputs.image
     size = sizing.apply_profile(sizing.plan_vm_size(
@@ -94,12 +105,7 @@ def plan_job(inputs: PlanInputs) -> JobPlan:
     ), find_profile(cfg.profiles, req.profile))
     tag = jobtag.make_tag(req.slot, req.cluster, req.proc, inputs.owner)
     job_dir = os.path.join(cfg.paths.state_dir, workspace.JOBS_DIR, tag)
-    root = Disk(role="root", path=os.path.join(job_dir, OVERLAY_NAME), format="qcow2",
-                target=target_name("virtio", 0),
-                backing=(BackingFile(inputs.layer.path, "qcow2"),
-                         BackingFile(inputs.base.path, inputs.base.format)))
-    context = Disk(role="context", path=os.path.join(job_dir, CONTEXT_DISK), format="raw",
-                   target=target_name("virtio", 1), readonly=True, serial=contextdisk.SERIAL)
+    root, context = boot_disks(job_dir, inputs.layer, inputs.base)
     storage = plan_storage(req, job_dir, 2, cfg.limits.max_data_bytes)
     network, nics = plan_network(image, cfg)
     domain = DomainSpec(
