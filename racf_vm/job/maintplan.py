@@ -68,7 +68,7 @@ def plan_maintenance(inputs: MaintenanceInputs) -> MaintenancePlan:
                          BackingFile(inputs.base.path, inputs.base.format)))
     context = Disk(role="context", path=os.path.join(job_dir, CONTEXT_DISK), format="raw",
                    target=target_name("virtio", 1), readonly=True, serial=contextdisk.SERIAL)
-    network, nics = plan_network(entry, cfg)
+    network, nics = plan_network(entry, cfg, inputs.owner.pid)
     domain = DomainSpec(
         name=jobtag.DOMAIN_PREFIX + tag, tag=tag, pid=inputs.owner.pid, start=inputs.owner.start,
         uid=0, domain_type="kvm" if inputs.accel == "kvm" else "qemu",
