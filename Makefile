@@ -18,11 +18,15 @@ PY := $(VENV)/bin/python
 TEST_LIBEXEC ?= /usr/local/libexec/racf-vm-test
 TEST_CONFIG ?= /etc/racf-vm-test/racf-vm.toml
 
+# nfs-ganesha(-vfs): the site network tests' NFS server (userspace, in a test namespace; the
+# test kernel may have no NFS server). On a systemd host Debian enables its service: mask it
+# (systemctl mask nfs-ganesha rpcbind.socket) on nodes that must not serve NFS.
 DEBIAN_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients \
 	python3-libvirt qemu-system-x86 qemu-utils libguestfs-tools python3-guestfs \
 	linux-image-amd64 busybox-static mmdebstrap e2fsprogs python3-venv python3-psutil \
 	iptables nftables python3-nftables python3-iptables conntrack dnsmasq-base \
-	gcc libc6-dev make iproute2 curl zstd xz-utils passwd cpio python3-cryptography
+	gcc libc6-dev make iproute2 curl zstd xz-utils passwd cpio python3-cryptography \
+	nfs-ganesha nfs-ganesha-vfs
 
 .PHONY: all deps build install uninstall test-setup test unit demo bench fuzz clean
 
