@@ -259,3 +259,25 @@ def test_gc_removes_reservations_whose_job_is_gone(site):
     finally:
         for p in net.hostsdir.glob(trustednet.FILE_PREFIX + "*"):
             p.unlink()
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "racf_vm.cli", "--config", str(config), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_policy_explains_and_checks_the_site_network(site):
+    net, config = site["net"], site["config"]
+    out = _cli(config, "policy", "explain", "sitenfs")
+    assert out.returncode == 0, out.stderr
+    assert f"network:  site bridge {net.bridge} (the guest root has reserved ports there)" in out.stdout
+    assert "mac:      02:72:74:<seat> (the wrapper's pid; with a reservation 02:72:74:80:00:00" in out.stdout
+    assert f"address:  fixed, from {net.pool} (a file per job in {net.hostsdir})" in out.stdout
+    assert f"{net.hostsdir}:" not in _cli(config, "policy", "check").stdout
+    os.chmod(net.hostsdir, 0o777)
+    try:
+        check = _cli(config, "policy", "check")
+    finally:
+        os.chmod(net.hostsdir, 0o755)
+    assert check.returncode != 0
+    assert [line for line in check.stdout.splitlines() if line.startswith(f"{net.hostsdir}: untrusted path")], check.stdout
