@@ -23,24 +23,37 @@ DEBIAN_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clie
 	linux-image-amd64 busybox-static mmdebstrap e2fsprogs python3-venv python3-psutil \
 	iptables nftables python3-nftables python3-iptables conntrack dnsmasq-base \
 	gcc libc6-dev make iproute2 curl zstd xz-utils passwd cpio python3-cryptography
+# Only the tests need these: nfs-ganesha(-vfs) is the site network tests' NFS server
+# (userspace, in a test namespace; the kernel here may have no NFS server). Its own service,
+# which Debian enables on install, is disabled again: the tests start their own.
+TEST_DEBIAN_PACKAGES := nfs-ganesha nfs-ganesha-vfs
 
-.PHONY: all deps build install uninstall test-setup test unit demo bench fuzz clean
+# $(call apt_install,PACKAGES): apt-get only for the ones not installed yet.
+apt_install = missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+.PHONY: all deps test-deps build install uninstall test-setup test unit demo bench fuzz clean
 
 all: build
 
 # Idempotent: apt-get only when a package is missing; pip only when requirements changed.
 deps:
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "deps: installing $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
-	fi
+	@$(call apt_install,$(DEBIAN_PACKAGES))
 	@if [ ! -x $(PY) ]; then /usr/bin/python3 -m venv --system-site-packages $(VENV); fi
 	@stamp=$(VENV)/.racf-deps-$$(sha256sum requirements-dev.txt | cut -c1-16); \
 	if [ ! -e $$stamp ]; then \
 		$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt && touch $$stamp; \
 	fi
 	@$(PY) -c 'import libvirt, guestfs, psutil, classad2, click, cryptography' && echo "deps: ok"
+
+test-deps: deps
+	@$(call apt_install,$(TEST_DEBIAN_PACKAGES)); \
+	if [ -n "$$missing" ] && [ -d /run/systemd/system ]; then \
+		systemctl disable --now nfs-ganesha.service 2>/dev/null || true; \
+	fi
 
 build:
 	$(MAKE) -C wrapper SHIM_OUT=racf-vm-shim
@@ -108,7 +121,7 @@ test-setup: install
 
 # Ends with the slowest tests (suite time stays visible) and the skip summary; a skip for
 # a reason outside tests/support/prereq.py MACHINE_SKIPS fails the run.
-test: deps test-setup
+test: test-deps test-setup
 	$(PY) -m pytest -p no:cacheprovider --durations=25 tests
 
 unit: deps

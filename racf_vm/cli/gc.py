@@ -20,6 +20,6 @@ def gc_command(obj):
     click.echo(
         f"removed {len(report.domains)} domain(s), {len(report.job_dirs)} job dir(s), "
         f"{len(net.rules)} job rule set(s), {len(net.reservations)} reservation(s), "
-        f"{len(report.layers)} prepared layer(s); "
+        f"{len(report.layers)} prepared layer(s), {len(report.site.removed)} site network reservation(s); "
         f"{len(report.kept) + len(net.kept)} still in use"
     )

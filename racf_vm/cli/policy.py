@@ -63,6 +63,11 @@ def policy_problems(obj):
         pathtrust.check_trusted_file(cfg.paths.runner)
     except RacfError as exc:
         yield f"{cfg.paths.runner}: {exc.message}"
+    if cfg.network.trusted_dhcp_hostsdir:
+        try:
+            pathtrust.check_trusted_dir(cfg.network.trusted_dhcp_hostsdir)
+        except RacfError as exc:
+            yield f"{cfg.network.trusted_dhcp_hostsdir}: {exc.message}"
     directory = cfg.paths.catalog_dir
     try:
         pathtrust.check_trusted_dir(directory)
@@ -136,8 +141,13 @@ def policy_explain(obj, image):
     click.echo("credentials: " + ("passed to the guest (tokens, proxies, Kerberos caches)" if entry.credentials
                                   else "withheld: none of the job's tokens, proxies or Kerberos caches reach the guest"))
     if entry.trust == "trusted":
-        net = cfg.network.trusted_bridge
-        click.echo(f"network:  {'site bridge ' + net if net else 'none (no network interface)'}")
+        net = cfg.network
+        click.echo(f"network:  {'site bridge ' + net.trusted_bridge + ' (the guest root has reserved ports there)' if net.trusted_bridge else 'none (no network interface)'}")
+        if net.trusted_bridge:
+            click.echo(f"mac:      {net.trusted_mac_prefix}:<seat> (the wrapper's pid; with a reservation "
+                       f"{net.trusted_mac_prefix}:80:00:00 + the address's index)")
+            click.echo("address:  " + (f"fixed, from {net.trusted_pool} (a file per job in {net.trusted_dhcp_hostsdir})"
+                                       if net.trusted_pool else "from the site's DHCP (no reservation)"))
         click.echo("firewall: no per-job rules (trusted images run the job as the job user, never root)")
     else:
         import netpolicy

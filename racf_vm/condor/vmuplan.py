@@ -92,7 +92,7 @@ def plan_vmu(inputs: VmuInputs) -> VmuPlan:
     root = Disk(role="root", path=os.path.join(job_dir, OVERLAY_NAME), format="qcow2",
                 target=target_name("virtio", 0),
                 backing=(BackingFile(inputs.base.path, inputs.base.format),))
-    network, nics = imagepolicy.plan_network(inputs.image, cfg)
+    network, nics = imagepolicy.plan_network(inputs.image, cfg, inputs.owner.pid)
     domain = DomainSpec(
         name=req.vm_name, tag=tag, pid=inputs.owner.pid, start=inputs.owner.start, uid=inputs.uid,
         domain_type="kvm" if inputs.accel == "kvm" else "qemu",

@@ -89,6 +89,11 @@ class NetworkConfig:
     """Networking of trusted images (untrusted ones always use netpolicy's network)."""
 
     trusted_bridge: str = ""  # empty: trusted images get no NIC
+    # this node's MACs on the site network (racf_vm.vm.trustednet): each node its own
+    trusted_mac_prefix: str = "02:72:74"
+    # a site dnsmasq's --dhcp-hostsdir: one reservation file per job; empty: no reservations
+    trusted_dhcp_hostsdir: str = ""
+    trusted_pool: str = ""  # "FIRST-LAST": this node's fixed addresses (with the hostsdir)
 
 
 @dataclass(frozen=True)

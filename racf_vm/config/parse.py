@@ -14,7 +14,6 @@ from racf_vm.config.model import (
     ImagesConfig,
     LibvirtConfig,
     LimitsConfig,
-    NetworkConfig,
     ParentConfig,
     PathsConfig,
     SizingConfig,
@@ -22,6 +21,7 @@ from racf_vm.config.model import (
     UntrustedNetworkConfig,
     VmUniverseConfig,
 )
+from racf_vm.config.network import IFACE_RE, check_networks_apart, parse_network
 from racf_vm.config.sshkeys import parse_public_key
 from racf_vm.core.errors import ConfigError
 from racf_vm.core.files import read_capped
@@ -29,7 +29,6 @@ from racf_vm.core.tomlreader import TableReader, decode_toml
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _USER_RE = r"[a-z_][a-z0-9_-]{0,31}"
-_IFACE_RE = r"[A-Za-z0-9_.-]{1,15}"
 
 
 def _paths(r: TableReader) -> PathsConfig:
@@ -123,18 +122,11 @@ def _libvirt(r: TableReader) -> LibvirtConfig:
     )
 
 
-def _network(r: TableReader) -> NetworkConfig:
-    return NetworkConfig(
-        trusted_bridge=r.string("trusted_bridge", NetworkConfig.trusted_bridge,
-                                pattern=_IFACE_RE),
-    )
-
-
 def _untrusted_network(r: TableReader) -> UntrustedNetworkConfig:
     d = UntrustedNetworkConfig()
     u = UntrustedNetworkConfig(
         name=r.string("name", d.name, pattern=r"[A-Za-z0-9_.-]{1,64}", allow_empty=False),
-        bridge=r.string("bridge", d.bridge, pattern=_IFACE_RE, allow_empty=False),
+        bridge=r.string("bridge", d.bridge, pattern=IFACE_RE, allow_empty=False),
         subnet=r.string("subnet", d.subnet, pattern=r"[0-9./]{9,18}", allow_empty=False),
         backend=r.choice("backend", d.backend, ("auto", "nft", "iptables")),
     )
@@ -207,7 +199,7 @@ _SECTIONS = {
     "limits": _limits,
     "timeouts": _timeouts,
     "libvirt": _libvirt,
-    "network": _network,
+    "network": parse_network,
     "untrusted_network": _untrusted_network,
     "guestfs": _guestfs,
     "condor": parse_condor,
@@ -238,9 +230,7 @@ def parse_config(data: bytes, source: str) -> Config:
     check_profiles_fit_sizing(parts["profiles"], parts["sizing"].min_cpus,
                               parts["sizing"].min_memory_mib, source)
     top.finish()
-    if parts["network"].trusted_bridge and parts["network"].trusted_bridge == parts["untrusted_network"].bridge:
-        raise ConfigError(f"{source}: network.trusted_bridge and untrusted_network.bridge are both "
-                          f"{parts['network'].trusted_bridge!r}: trusted and untrusted guests never share a bridge")
+    check_networks_apart(parts["network"], parts["untrusted_network"], source)
     return Config(**parts)
 
 

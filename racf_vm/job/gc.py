@@ -1,7 +1,8 @@
 """Find and remove what dead wrappers left behind, and prepared layers nobody needs.
 
-Judged from the resources themselves: libvirt domains carrying our metadata and job
-directories, whose tags name the owning wrapper (pid + start time); prepared layers by
+Judged from the resources themselves: libvirt domains carrying our metadata, job
+directories and site DHCP reservation files, whose tags name the owning wrapper (pid +
+start time); prepared layers by
 their names (which carry what they were made from) and the base their header names.
 Nothing is read from a side file.
 """
@@ -18,7 +19,7 @@ from racf_vm.core.errors import RacfError
 from racf_vm.guest import install
 from racf_vm.images import catalog, jobimage, prepare
 from racf_vm.trust import pathtrust
-from racf_vm.vm import domain
+from racf_vm.vm import domain, sitedhcp
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class GcReport:
     kept: list = field(default_factory=list)
     net: object = None  # netpolicy.lease.NetGcReport, when the untrusted network was checked
     layers: list = field(default_factory=list)  # prepared layers removed
+    site: object = None  # racf_vm.vm.sitedhcp.SiteGcReport: the site DHCP's reservation files
 
 
 def collect(conn, state_dir: str, config=None) -> GcReport:
@@ -66,6 +68,8 @@ def collect(conn, state_dir: str, config=None) -> GcReport:
         import netpolicy
 
         report.net = netpolicy.gc_network(conn, config, jobtag.is_alive)
+        report.site = sitedhcp.gc_reservations(config.network, jobtag.is_alive)
+        report.kept += report.site.kept
         current = _current_layers(config)
         if current is not None:
             report.layers, in_use = prepare.remove_stale_layers(state_dir, current)

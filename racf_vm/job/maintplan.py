@@ -60,7 +60,7 @@ def plan_maintenance(inputs: MaintenanceInputs) -> MaintenancePlan:
     tag = jobtag.make_tag(TAG_SLOT, 0, 0, inputs.owner)
     job_dir = os.path.join(cfg.paths.state_dir, workspace.JOBS_DIR, tag)
     root, context = boot_disks(job_dir, inputs.layer, inputs.base)
-    network, nics = plan_network(entry, cfg)
+    network, nics = plan_network(entry, cfg, inputs.owner.pid)
     domain = DomainSpec(
         name=jobtag.DOMAIN_PREFIX + tag, tag=tag, pid=inputs.owner.pid, start=inputs.owner.start,
         uid=0, domain_type="kvm" if inputs.accel == "kvm" else "qemu",

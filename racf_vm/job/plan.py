@@ -57,7 +57,8 @@ class JobPlan:
     chain: tuple[BaseImageInfo, ...]  # layer, base: re-checked just before boot
     size: sizing.VMSize
     network: Network
-    domain: DomainSpec  # for "untrusted", its NIC gets its MAC from the lease (with_mac)
+    domain: DomainSpec  # for "untrusted", its NIC gets its MAC from the lease (with_mac); for
+    #                     "bridge", the owner's (or the site reservation's, with_mac)
     guest_request: Optional[JobRequest]  # what the context disk carries (credentials only if
     #                                      allowed); None for a maintenance boot
     withhold_credentials: bool  # leave credential files out of the input archive
@@ -74,9 +75,10 @@ class JobPlan:
         return self.domain.disks[1]
 
     def with_mac(self, mac: str) -> "JobPlan":
-        """The plan once the untrusted network reserved ``mac`` for the job."""
-        if self.network != "untrusted":
-            raise InternalError("only a job on the untrusted network gets a reserved MAC")
+        """The plan once a network reserved ``mac`` for the job: the untrusted network's
+        lease, or the site DHCP reservation on the trusted bridge."""
+        if self.network not in ("untrusted", "bridge"):
+            raise InternalError("only a job with a NIC gets a reserved MAC")
         return dataclasses.replace(self, domain=imagepolicy.with_reserved_mac(self.domain, mac))
 
     @property
@@ -107,7 +109,7 @@ def plan_job(inputs: PlanInputs) -> JobPlan:
     job_dir = os.path.join(cfg.paths.state_dir, workspace.JOBS_DIR, tag)
     root, context = boot_disks(job_dir, inputs.layer, inputs.base)
     storage = plan_storage(req, job_dir, 2, cfg.limits.max_data_bytes)
-    network, nics = plan_network(image, cfg)
+    network, nics = plan_network(image, cfg, inputs.owner.pid)
     domain = DomainSpec(
         name=jobtag.DOMAIN_PREFIX + tag, tag=tag, pid=inputs.owner.pid, start=inputs.owner.start,
         uid=req.uid, domain_type="kvm" if inputs.accel == "kvm" else "qemu",

@@ -30,7 +30,7 @@ from racf_vm.job import plan as planner
 from racf_vm.job import storage
 from racf_vm.job.supervise import Supervisor
 from racf_vm.trust import pathtrust, privsep, selfcheck, starter
-from racf_vm.vm import accel, disks, domain, domain_xml, sizing, workspace
+from racf_vm.vm import accel, disks, domain, domain_xml, sitedhcp, sizing, workspace
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,11 @@ class JobRun:
             lease = self._stack.enter_context(netpolicy.untrusted_lease(self.conn, cfg, plan.tag))
             plan = plan.with_mac(lease.mac)
             address["RacfVMAddress"] = lease.ip
+        elif plan.network == "bridge":  # a fixed address from the site's DHCP, if it gives them
+            site = self._stack.enter_context(sitedhcp.site_reservation(cfg.network, plan.tag))
+            if site is not None:
+                plan = plan.with_mac(site.mac)
+                address["RacfVMAddress"] = site.ip
         self._check_cancelled()
         for image in plan.chain:  # QEMU must get the very files we validated
             imageheader.recheck_base_image(image)

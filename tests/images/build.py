@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Build the racf-vm test images.
 
-    python -m tests.images.build small|debian [--cache /var/cache/racf-vm-test]
+    python -m tests.images.build small|sitenfs|debian [--cache /var/cache/racf-vm-test]
 
 Prints the directory of the built image: <cache>/<name>-<hash16>/ where hash16 is the
-first 16 hex digits of a sha256 over this script, the recipe directory tests/images/<name>/
-and, for the small image, the host kernel it copies (release and image checksum: a kernel
+first 16 hex digits of a sha256 over this script, the recipe directories (tests/images/<name>/
+and those it builds on: sitenfs is small with the guest kernel's NFS client and a site boot
+step, tests/images/sitenfs/) and, for the busybox images, the host kernel they copy (release and image checksum: a kernel
 update rebuilds the image instead of reusing modules that no longer match).
 An existing directory is reused. A build happens in a temp dir under the cache and is renamed
 into place atomically. Each image directory holds disk.qcow2 (qcow2 v3), vmlinuz, initrd and
@@ -38,14 +39,28 @@ def run(*cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
+def recipe_dirs(name):
+    """The recipe's directories: those it builds on first, its own last."""
+    return [os.path.join(HERE, layer) for layer in RECIPE_LAYERS.get(name, (name,))]
+
+
+def recipe_file(name, fname):
+    """``fname`` of the recipe: its own, else the one of the recipe it builds on."""
+    for rdir in reversed(recipe_dirs(name)):
+        path = os.path.join(rdir, fname)
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"recipe {name} has no {fname}")
+
+
 def recipe_hash(name):
     h = hashlib.sha256()
     for line in RECIPE_INPUTS.get(name, lambda: [])():
         h.update(line.encode() + b"\n")
     files = [os.path.abspath(__file__)]
-    rdir = os.path.join(HERE, name)
-    for f in sorted(os.listdir(rdir)):
-        files.append(os.path.join(rdir, f))
+    for rdir in recipe_dirs(name):
+        for f in sorted(os.listdir(rdir)):
+            files.append(os.path.join(rdir, f))
     for path in files:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -103,7 +118,7 @@ def module_closure(deps, roots):
 
 def read_module_lists(name):
     lists = {}
-    with open(os.path.join(HERE, name, "modules")) as f:
+    with open(recipe_file(name, "modules")) as f:
         for line in f:
             words = line.split("#")[0].split()
             if words:
@@ -172,9 +187,11 @@ def host_kernel_inputs():
     return [f"kernel {kernel.release} sha256 {kernel.fingerprint()}"]
 
 
-def build_small(out, tmp):
-    rdir = os.path.join(HERE, "small")
-    lists = read_module_lists("small")
+def build_small(out, tmp, name="small"):
+    """The busybox image; recipes built on it ("sitenfs") change its files and modules and
+    may add ``rc.site``, the site's boot steps (rcS runs it as root before the job), and
+    ``probe.c`` (tests/integration/netprobe's probe, built static as /usr/local/bin/probe)."""
+    lists = read_module_lists(name)
     kernel = installed_kernel()
     host_modules = str(kernel.modules)
     deps = module_deps(host_modules)
@@ -189,8 +206,16 @@ def build_small(out, tmp):
     os.chmod(os.path.join(root, "root"), 0o700)
     for src, dst, mode in (("inittab", "etc/inittab", 0o644), ("rcS", "etc/init.d/rcS", 0o755),
                            ("passwd", "etc/passwd", 0o644), ("group", "etc/group", 0o644)):
-        shutil.copyfile(os.path.join(rdir, src), os.path.join(root, dst))
+        shutil.copyfile(recipe_file(name, src), os.path.join(root, dst))
         os.chmod(os.path.join(root, dst), mode)
+    own = recipe_dirs(name)[-1]
+    if name != "small" and os.path.exists(os.path.join(own, "rc.site")):
+        shutil.copyfile(os.path.join(own, "rc.site"), os.path.join(root, "etc/rc.site"))
+        os.chmod(os.path.join(root, "etc/rc.site"), 0o755)
+    if name != "small" and os.path.exists(os.path.join(own, "probe.c")):  # binds source ports
+        os.makedirs(os.path.join(root, "usr/local/bin"), exist_ok=True)
+        run("gcc", "-static", "-O2", "-o", os.path.join(root, "usr/local/bin/probe"),
+            os.path.join(own, "probe.c"))
     with open(os.path.join(root, "etc/shells"), "w") as f:
         f.write("/bin/sh\n")
     moddst = os.path.join(root, "lib/modules", kernel.release)
@@ -214,7 +239,7 @@ def build_small(out, tmp):
     for applet in ("sh", "mount", "umount", "insmod", "switch_root", "sleep", "mkdir", "cat",
                    "echo", "poweroff"):
         os.symlink("busybox", os.path.join(ird, "bin", applet))
-    shutil.copyfile(os.path.join(rdir, "init"), os.path.join(ird, "init"))
+    shutil.copyfile(recipe_file(name, "init"), os.path.join(ird, "init"))
     os.chmod(os.path.join(ird, "init"), 0o755)
     names = []
     for rel in module_closure(deps, lists["initrd"]):
@@ -232,7 +257,7 @@ def build_small(out, tmp):
         if gz.wait() or cpio.wait() or find.wait():
             raise RuntimeError("initramfs build failed")
     boot_file = install_kernel(str(kernel.vmlinuz), out)
-    write_toml(out, "small", CMDLINE, {"kernel": boot_file, "kernel_bzimage": "vmlinuz",
+    write_toml(out, name, CMDLINE, {"kernel": boot_file, "kernel_bzimage": "vmlinuz",
                                        "kernel_version": kernel.release, "init": "busybox"})
 
 
@@ -320,9 +345,12 @@ def build_debian(out, tmp):
     })
 
 
-BUILDERS = {"small": build_small, "debian": build_debian}
+BUILDERS = {"small": build_small, "debian": build_debian,
+            "sitenfs": lambda out, tmp: build_small(out, tmp, "sitenfs")}
+# Recipes built on others (tests/images/<layer>/, the last one's files win).
+RECIPE_LAYERS = {"sitenfs": ("small", "sitenfs")}
 # What a recipe depends on beyond its files (the debian image brings its own kernel).
-RECIPE_INPUTS = {"small": host_kernel_inputs}
+RECIPE_INPUTS = {"small": host_kernel_inputs, "sitenfs": host_kernel_inputs}
 
 
 def build(name, cache=DEFAULT_CACHE):

@@ -87,10 +87,15 @@ def test_trusted_image_without_a_site_bridge_has_no_nic():
         p.with_mac("02:72:66:00:00:01")
 
 
-def test_trusted_image_joins_the_site_bridge():
+def test_trusted_image_joins_the_site_bridge_with_its_owners_mac():
     p = planner.plan_job(inputs(b'[network]\ntrusted_bridge = "br0"\n'))
-    assert p.network == "bridge"
-    assert [(n.kind, n.source, n.mac) for n in p.domain.nics] == [("bridge", "br0", None)]
+    assert p.network == "bridge" and p.ready_to_boot
+    # the default prefix and the wrapper's pid (4242 = 0x001092) as the seat
+    assert [(n.kind, n.source, n.mac) for n in p.domain.nics] == [("bridge", "br0", "02:72:74:00:10:92")]
+    assert '<mac address="02:72:74:00:10:92" />' in build_domain_xml(p.domain)
+    # a site reservation replaces it with the pool's MAC
+    reserved = p.with_mac("02:72:74:80:00:05")
+    assert [(n.kind, n.source, n.mac) for n in reserved.domain.nics] == [("bridge", "br0", "02:72:74:80:00:05")]
 
 
 def test_untrusted_image_only_ever_gets_the_nat_network():

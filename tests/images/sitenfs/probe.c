@@ -1,0 +1,1 @@
+../../integration/netprobe/probe.c
