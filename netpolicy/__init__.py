@@ -2,6 +2,7 @@
 
     with netpolicy.untrusted_lease(conn, config, tag) as lease:   # before boot
         lease.mac, lease.ip, lease.network_name
+        lease.check()   # right after boot, then every ~2 s; NetpolicyError: destroy the guest
     lease, release = netpolicy.acquire_untrusted(conn, config, tag)  # gc releases it
     netpolicy.gc_network(conn, config, is_alive)                  # racf-vm gc
     netpolicy.explain(config)                                     # racf-vm policy explain
@@ -12,7 +13,15 @@ from .lease import Lease, acquire_untrusted, gc_network, untrusted_lease  # noqa
 
 def explain(config) -> list:
     """Lines describing the exact rules an untrusted image's jobs get on this host."""
-    from . import backend_nft, detect, iptables_rules, lease, network, planner
+    from . import (
+        backend_nft,
+        detect,
+        guardplan,
+        iptables_rules,
+        lease,
+        network,
+        planner,
+    )
 
     s = network.settings_from_config(config)
     rules = lease.example_plan(config)
@@ -26,12 +35,19 @@ def explain(config) -> list:
         f"network:  libvirt network {s.name}: <forward mode='open'/>, bridge {s.bridge}, "
         f"{s.subnet} (host {s.host_ip}), DHCP reservations only, IPv6 off, isolated ports",
         f"per job:  a MAC in {network.MAC_PREFIX}:xx:xx:xx and an address reserved before boot, "
-        "released after; rules tagged racf:<job tag>",
+        "released after; rules tagged racf:<job tag>; the host's neighbour entry of the address "
+        "pinned (permanent); the guest's bridge port pinned once plugged in (learning and "
+        "flooding off, its MAC sticky); dnsmasq answers DHCP by broadcast only",
+        "deny:     guests never reach " + (", ".join(s.deny) if s.deny else "(nothing listed)")
+        + "; nor any address of the host but DHCP and DNS on " + s.host_ip,
         f"firewall backend: {backend or 'none usable on this host'}{note}",
         "rules (the job part shown for a sample job; its tag, MAC and address vary):",
     ]
     for rule in rules.all():
         out.append("  " + planner.describe(rule))
+    out.append(f"routing guard (survives a firewall reload: unvetted guest packets, without mark "
+               f"{s.mark:#x}, are neither forwarded nor delivered to the host's other addresses):")
+    out += ["  " + line for line in guardplan.describe(guardplan.plan(s.spec))]
     if backend in (None, "nft"):
         out.append(f"as nftables (table {backend_nft.FAMILY} {backend_nft.TABLE}):")
         import json

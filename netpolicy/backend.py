@@ -8,6 +8,7 @@ the firewall itself.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Protocol
 
 from . import planner
@@ -31,8 +32,24 @@ class Backend(Protocol):
     def job_rule_count(self, tag: str) -> int:
         """How many rules job ``tag`` has installed."""
 
+    def verify(self, rules: planner.Rules, bridge: str, version: str) -> list:
+        """What of the skeleton of ``version`` and of ``rules.job`` is not installed ([] when
+        all of it is). Read-only, takes no lock; cheap enough to run every few seconds."""
+
     def remove_all(self) -> None:
         """Remove netpolicy's rules and chains entirely (tests, uninstall)."""
 
     def listing(self) -> str:
         """The installed rules as the firewall's own tools show them."""
+
+
+def shortfall(expected: Counter, actual: Counter) -> list:
+    """One line per place where fewer of our rules are installed than ``expected`` says.
+
+    Both counters map (where, comment) -> number of rules; ``where`` names a chain."""
+    out = []
+    for (where, comment), n in sorted(expected.items()):
+        have = actual.get((where, comment), 0)
+        if have < n:
+            out.append(f"{where}: {have} of {n} rules {comment}")
+    return out

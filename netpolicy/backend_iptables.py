@@ -1,14 +1,15 @@
 """python-iptables backend, for hosts whose ``iptables`` is the legacy (x_tables) build.
 
-Our own chains, jumped to from the built-ins (inserted at their head):
+Our own chains, jumped to from the built-ins (inserted at their head, in this order):
 
-    filter  FORWARD -i B -j RACF_GUEST_OUT;  FORWARD -o B -j RACF_GUEST_IN
-            INPUT   -i B -j RACF_GUEST_HOST
+    mangle  PREROUTING -i B -j RACF_GUEST_PRE;  PREROUTING -i B -j RACF_VET   (before DNAT)
+    filter  FORWARD -i B -j RACF_GUEST_DEST;  FORWARD -i B -j RACF_GUEST_OUT;
+            FORWARD -o B -j RACF_GUEST_IN;  INPUT -i B -j RACF_GUEST_HOST
     nat     POSTROUTING -j RACF_NAT
-    the same filter chains in ip6tables for the IPv6 drops
+    the same filter chains (GUEST_OUT, GUEST_IN, GUEST_HOST) in ip6tables for the IPv6 drops
 
 Per-job rules carry ``-m comment --comment racf:<tag>`` and are inserted at the head of
-their chain; skeleton rules carry ``racf:base:<version>``. python-iptables commits whole
+their chain; skeleton rules carry ``racf:base:<bridge>:<version>``. python-iptables commits whole
 tables and takes no lock: we hold ``/run/xtables.lock`` (the lock iptables -w uses) from
 reading a table to committing it.
 
@@ -23,15 +24,19 @@ python-iptables would dlopen from have been removed from the environment.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Optional
 
-from racf_vm.core import locking
+from racf_vm.core import locking, runcmd
+from racf_vm.core.errors import CommandError
 
 from . import planner
+from .backend import shortfall
 from .errors import NetpolicyError
-from .iptables_rules import Spec, job_specs, jump_specs, skeleton_specs
+from .iptables_rules import Spec, job_specs, jump_specs, saved_counts, skeleton_specs
 
 XTABLES_LOCK = "/run/xtables.lock"
+SAVE = ("/usr/sbin/iptables-legacy-save", "/usr/sbin/ip6tables-legacy-save")
 _SCRUB = ("XTABLES_LIBDIR", "IPTABLES_LIBDIR", "PYTHON_IPTABLES_XTABLES_VERSION")
 
 
@@ -58,10 +63,12 @@ class IptablesBackend:
 
     # -- low level -------------------------------------------------------------------
     def _table(self, name: str, ipv6: bool):
+        """A fresh snapshot of one table. python-iptables keeps one object per table and its
+        ``refresh()`` first commits the copy it holds when ``autocommit`` is on, which would
+        write a stale table back over everyone's later changes: ours stay off for good."""
         iptc = self.iptc
         cls = iptc.Table6 if ipv6 else iptc.Table
-        t = cls(getattr(cls, name.upper()))
-        t.autocommit = False
+        t = cls(getattr(cls, name.upper()), autocommit=False)
         t.refresh()
         return t
 
@@ -103,7 +110,7 @@ class IptablesBackend:
         return None
 
     def _tables(self):
-        for ipv6, name in ((False, "filter"), (False, "nat"), (True, "filter")):
+        for ipv6, name in ((False, "filter"), (False, "nat"), (False, "mangle"), (True, "filter")):
             yield ipv6, name
 
     def _apply(self, fn) -> None:
@@ -123,9 +130,6 @@ class IptablesBackend:
                     t.commit()
             except self.iptc.IPTCError as exc:
                 raise NetpolicyError("iptables (python-iptables) refused our rules", detail=str(exc)) from exc
-            finally:
-                for t in tables.values():
-                    t.autocommit = True
 
     def _our_rules(self, get, pred):
         """(chain, rule) pairs of every rule of ours whose comment satisfies pred."""
@@ -140,26 +144,47 @@ class IptablesBackend:
         return found
 
     # -- interface -------------------------------------------------------------------
+    @staticmethod
+    def _expected(specs) -> Counter:
+        return Counter((s.where, s.comment) for s in specs)
+
+    def _installed(self) -> Counter:
+        """Our rules per chain and comment, read with ``iptables-legacy-save``: no lock, no
+        write, a tenth of what python-iptables takes to decode every rule's comment."""
+        have: Counter = Counter()
+        for ipv6, argv in ((False, [SAVE[0]]), (True, [SAVE[1], "-t", "filter"])):
+            try:
+                text = runcmd.run(argv, timeout=10, what="iptables-legacy-save").stdout.decode(errors="replace")
+            except CommandError as exc:
+                raise NetpolicyError(f"could not read the iptables rules: {exc.message}", detail=exc.detail) from exc
+            have += saved_counts(text, ipv6)
+        return have
+
     def ensure_base(self, rules: planner.Rules, bridge: str, version: str) -> None:
-        want = f"{planner.COMMENT_PREFIX}base:{version}"
+        """Install the skeleton, or replace one of another version or that lost rules."""
+        skeleton = skeleton_specs(bridge, rules.base, version)
+        jumps = jump_specs(bridge, version)
+        if not shortfall(self._expected(skeleton + jumps), self._installed()):
+            return
 
         def fn(get):
-            base = self._our_rules(get, lambda c: c.startswith(planner.COMMENT_PREFIX + "base"))
-            if base and all(self._comment(r) == want for _, r in base):
-                # ensure count matches (someone may have deleted some)
-                if len(base) == len(skeleton_specs(bridge, rules.base, version)) + len(jump_specs(bridge, version)):
-                    return
-            for chain, rule in base:
+            for chain, rule in self._our_rules(get, lambda c: planner.replaces(c, bridge)):
                 chain.delete_rule(rule)
-            for spec in skeleton_specs(bridge, rules.base, version):
+            for spec in skeleton:
                 t = get(spec.table, spec.ipv6)
                 self._chain(t, spec.chain).append_rule(self._to_rule(spec))
-            for spec in jump_specs(bridge, version):
+            for spec in reversed(jumps):  # each goes to the head: the last inserted ends first
                 t = get(spec.table, spec.ipv6)
                 self._chain(t, spec.target)
                 self._chain(t, spec.chain, create=False).insert_rule(self._to_rule(spec))
 
         self._apply(fn)
+
+    def verify(self, rules: planner.Rules, bridge: str, version: str) -> list:
+        """Read-only, no lock (see ``_installed``)."""
+        want = self._expected(jump_specs(bridge, version) + skeleton_specs(bridge, rules.base, version)
+                              + job_specs(rules.job))
+        return [f"iptables {p}" for p in shortfall(want, self._installed())]
 
     def add_job(self, rules: planner.Rules) -> None:
         def fn(get):

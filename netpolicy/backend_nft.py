@@ -3,14 +3,17 @@
 Layout (all base chains policy accept, so other traffic on the host is not touched; what
 goes through our bridge meets our explicit drops):
 
-    forward      filter hook forward prio 0:   iifname B jump guest_out; oifname B jump guest_in
+    prerouting   filter hook prerouting prio -150 (before DNAT):
+                 iifname B jump guest_pre; iifname B jump guest_vet
+    forward      filter hook forward prio 0:
+                 iifname B jump guest_dest; iifname B jump guest_out; oifname B jump guest_in
     input        filter hook input prio 0:     iifname B jump guest_host
     nat          nat hook postrouting prio 100 (srcnat): per-job masquerade rules
     post_nat     filter hook postrouting prio 300: after every srcnat chain, drop what
                  leaves from the subnet un-NATed or with a low source port
 
 Per-job rules carry the comment ``racf:<tag>`` and are inserted at the head of their chain
-(above the skeleton's final drop); skeleton rules carry ``racf:base:<version>``. Every
+(above the skeleton's final drop); skeleton rules carry ``racf:base:<bridge>:<version>``. Every
 change is one atomic nft transaction.
 """
 
@@ -19,9 +22,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+from collections import Counter
 from typing import Iterable, Optional
 
 from . import planner
+from .backend import shortfall
 from .errors import NetpolicyError
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,9 @@ FAMILY = "inet"
 
 # logical chain -> (nft chain, base chain spec or None)
 _CHAINS = {
+    planner.GUEST_PRE: "guest_pre",
+    planner.VET: "guest_vet",
+    planner.GUEST_DEST: "guest_dest",
     planner.GUEST_OUT: "guest_out",
     planner.GUEST_IN: "guest_in",
     planner.GUEST_HOST: "guest_host",
@@ -38,12 +46,17 @@ _CHAINS = {
     planner.POST_NAT: "post_nat",
 }
 _BASE_CHAINS = {
+    "prerouting": {"type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"},
     "forward": {"type": "filter", "hook": "forward", "prio": 0, "policy": "accept"},
     "input": {"type": "filter", "hook": "input", "prio": 0, "policy": "accept"},
     "nat": {"type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"},
     "post_nat": {"type": "filter", "hook": "postrouting", "prio": 300, "policy": "accept"},
 }
-_REGULAR_CHAINS = ("guest_out", "guest_in", "guest_host")
+_REGULAR_CHAINS = ("guest_pre", "guest_vet", "guest_dest", "guest_out", "guest_in", "guest_host")
+# (base chain, interface key, target), in order
+_JUMPS = (("prerouting", "iifname", "guest_pre"), ("prerouting", "iifname", "guest_vet"),
+          ("forward", "iifname", "guest_dest"), ("forward", "iifname", "guest_out"),
+          ("forward", "oifname", "guest_in"), ("input", "iifname", "guest_host"))
 
 
 def _match(left, right, op="=="):
@@ -80,12 +93,15 @@ def render_rule(rule: planner.Rule) -> Optional[list]:
             expr.append(_match({"meta": {"key": "oifname"}}, value))
         elif key == "oif_not":
             expr.append(_match({"meta": {"key": "oifname"}}, value, "!="))
-        elif key == "smac":
-            expr.append(_match({"payload": {"protocol": "ether", "field": "saddr"}}, value))
+        elif key in ("smac", "smac_not"):
+            expr.append(_match({"payload": {"protocol": "ether", "field": "saddr"}}, value,
+                               "!=" if key == "smac_not" else "=="))
         elif key == "saddr":
             expr.append(_match({"payload": {"protocol": "ip", "field": "saddr"}}, _addr(value)))
         elif key == "daddr":
             expr.append(_match({"payload": {"protocol": "ip", "field": "daddr"}}, _addr(value)))
+        elif key == "daddr_type":
+            expr.append(_match({"fib": {"result": "type", "flags": ["daddr"]}}, value))
         elif key == "daddr_not":
             expr.append(_match({"payload": {"protocol": "ip", "field": "daddr"}}, _addr(value), "!="))
         elif key == "proto":
@@ -107,6 +123,11 @@ def render_rule(rule: planner.Rule) -> Optional[list]:
         expr.append({"accept": None})
     elif rule.action == "drop":
         expr.append({"drop": None})
+    elif rule.action == "return":
+        expr.append({"return": None})
+    elif rule.action == "vet":
+        mark = {"meta": {"key": "mark"}}
+        expr.append({"mangle": {"key": mark, "value": {"|": [mark, rule.mark]}}})
     elif rule.action == "masquerade":
         expr.append({"masquerade": {"port": _ports(rule.to_ports)}})
     else:
@@ -121,14 +142,13 @@ def _rule_obj(rule: planner.Rule, comment: str, expr: list) -> dict:
 
 def skeleton_commands(bridge: str, base: Iterable[planner.Rule], version: str) -> list:
     """``add`` commands for the table, its chains, the jumps and the base rules (in order)."""
-    comment = f"{planner.COMMENT_PREFIX}base:{version}"
+    comment = planner.base_comment(bridge, version)
     cmds: list = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
     for name, spec in _BASE_CHAINS.items():
         cmds.append({"add": {"chain": dict({"family": FAMILY, "table": TABLE, "name": name}, **spec)}})
     for name in _REGULAR_CHAINS:
         cmds.append({"add": {"chain": {"family": FAMILY, "table": TABLE, "name": name}}})
-    for chain, key, target in (("forward", "iifname", "guest_out"), ("forward", "oifname", "guest_in"),
-                               ("input", "iifname", "guest_host")):
+    for chain, key, target in _JUMPS:
         cmds.append({"add": {"rule": {
             "family": FAMILY, "table": TABLE, "chain": chain, "comment": comment,
             "expr": [_match({"meta": {"key": key}}, bridge), {"jump": {"target": target}}]}}})
@@ -149,6 +169,27 @@ def job_commands(job_rules: Iterable[planner.Rule]) -> list:
     return cmds
 
 
+def expected_counts(cmds: list) -> Counter:
+    """(chain, comment) -> how many rules the ``add``/``insert`` commands ``cmds`` create."""
+    return Counter((r["chain"], r["comment"]) for c in cmds for op in ("add", "insert")
+                   if "rule" in c.get(op, {}) for r in (c[op]["rule"],))
+
+
+def listed_counts(text: str) -> Counter:
+    """(chain, comment) -> how many rules of ``nft list table`` text carry that comment. Text,
+    not JSON: libnftables makes it about 2.5 times faster (verify reads every job's rules,
+    every few seconds, for every job)."""
+    out: Counter = Counter()
+    chain = None
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "chain" and words[2] == "{":
+            chain = words[1]
+        elif chain and line.endswith('"') and ' comment "' in line:
+            out[(chain, line.rsplit(' comment "', 1)[1][:-1])] += 1
+    return out
+
+
 class NftBackend:
     name = "nft"
 
@@ -160,6 +201,7 @@ class NftBackend:
         self._nft = nftables.Nftables()
         self._nft.set_json_output(True)
         self._nft.set_handle_output(True)
+        self._text = nftables.Nftables()  # for verify and listing
 
     # -- low level -------------------------------------------------------------------
     def _cmd(self, cmds: list, what: str):
@@ -188,16 +230,19 @@ class NftBackend:
 
     # -- interface -------------------------------------------------------------------
     def ensure_base(self, rules: planner.Rules, bridge: str, version: str) -> None:
-        """Create the table and skeleton, or replace a skeleton of another version."""
-        want = f"{planner.COMMENT_PREFIX}base:{version}"
-        existing = list(self._rules())
-        base = [r for r in existing if str(r.get("comment", "")).startswith(planner.COMMENT_PREFIX + "base")]
-        if base and all(r.get("comment") == want for r in base):
+        """Create the table and skeleton, or replace a skeleton of another version or one
+        that lost rules (job rules stay: they sit above the skeleton's rules)."""
+        skeleton = skeleton_commands(bridge, rules.base, version)
+        if not shortfall(expected_counts(skeleton), listed_counts(self.listing())):
             return
+        base = [r for r in self._rules() if planner.replaces(r.get("comment"), bridge)]
         cmds = [{"delete": {"rule": {"family": FAMILY, "table": TABLE, "chain": r["chain"],
                                      "handle": r["handle"]}}} for r in base]
-        cmds += skeleton_commands(bridge, rules.base, version)
-        self._cmd(cmds, "install the untrusted network's base rules")
+        self._cmd(cmds + skeleton, "install the untrusted network's base rules")
+
+    def verify(self, rules: planner.Rules, bridge: str, version: str) -> list:
+        want = expected_counts(skeleton_commands(bridge, rules.base, version) + job_commands(rules.job))
+        return [f"nft table {FAMILY} {TABLE}: {p}" for p in shortfall(want, listed_counts(self.listing()))]
 
     def add_job(self, rules: planner.Rules) -> None:
         self._cmd(job_commands(rules.job), "install the job's firewall rules")
@@ -223,9 +268,8 @@ class NftBackend:
             self._cmd([{"delete": {"table": {"family": FAMILY, "name": TABLE}}}], "delete our table")
 
     def listing(self) -> str:
-        self._nft.set_json_output(False)
-        try:
-            rc, out, err = self._nft.cmd(f"list table {FAMILY} {TABLE}")
-        finally:
-            self._nft.set_json_output(True)
+        """Our table as ``nft list table`` prints it ("" when it does not exist)."""
+        rc, out, err = self._text.cmd(f"list table {FAMILY} {TABLE}")
+        if rc != 0 and "No such file or directory" not in (err or ""):
+            raise NetpolicyError("nft could not list our table", detail=str(err))
         return out if rc == 0 else ""

@@ -7,6 +7,8 @@ backend_iptables, which applies them with python-iptables). Chains: see backend_
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -14,13 +16,20 @@ from . import planner
 from .errors import NetpolicyError
 
 _CHAINS = {
+    planner.GUEST_PRE: ("mangle", "RACF_GUEST_PRE"),
+    planner.VET: ("mangle", "RACF_VET"),
+    planner.GUEST_DEST: ("filter", "RACF_GUEST_DEST"),
     planner.GUEST_OUT: ("filter", "RACF_GUEST_OUT"),
     planner.GUEST_IN: ("filter", "RACF_GUEST_IN"),
     planner.GUEST_HOST: ("filter", "RACF_GUEST_HOST"),
     planner.NAT: ("nat", "RACF_NAT"),
 }
-# (table, built-in chain, match {"in_interface"/"out_interface"}, our chain, ipv6 too)
+# (table, built-in chain, match {"in_interface"/"out_interface"}, our chain, ipv6 too),
+# in the order they end up at the head of the built-in chains
 _JUMPS = (
+    ("mangle", "PREROUTING", "in_interface", "RACF_GUEST_PRE", False),
+    ("mangle", "PREROUTING", "in_interface", "RACF_VET", False),
+    ("filter", "FORWARD", "in_interface", "RACF_GUEST_DEST", False),
     ("filter", "FORWARD", "in_interface", "RACF_GUEST_OUT", True),
     ("filter", "FORWARD", "out_interface", "RACF_GUEST_IN", True),
     ("filter", "INPUT", "in_interface", "RACF_GUEST_HOST", True),
@@ -61,11 +70,23 @@ class Spec:
         for name, params in self.matches:
             out += ["-m", name]
             for k, v in params:
-                out += [f"--{k.replace('_', '-')}", v]
+                neg = v.startswith("!")
+                out += (["!"] if neg else []) + [f"--{k.replace('_', '-')}", v.lstrip("!")]
         out += ["-j", self.target]
         for k, v in self.target_params:
             out += [f"--{k.replace('_', '-')}", v]
         return out
+
+    @property
+    def where(self) -> str:
+        return f"{'ip6' if self.ipv6 else 'ip4'} {self.table} {self.chain}"
+
+    @property
+    def comment(self) -> Optional[str]:
+        for name, params in self.matches:
+            if name == "comment":
+                return dict(params)["comment"]
+        return None
 
     def text(self) -> str:
         return ("ip6tables " if self.ipv6 else "iptables ") + " ".join(self.argv())
@@ -89,7 +110,7 @@ def render_rule(rule: planner.Rule, comment: str) -> list:
     families = {"ipv4": (False,), "ipv6": (True,), "any": (False, True)}[rule.family]
     specs = []
     for ipv6 in families:
-        if ipv6 and table == "nat":
+        if ipv6 and table != "filter":  # our IPv6 rules are filter drops only
             continue
         kw: dict = {}
         matches = []
@@ -107,8 +128,11 @@ def render_rule(rule: planner.Rule, comment: str) -> list:
                 kw["dst"] = _net(value)
             elif key == "daddr_not":
                 kw["dst"] = "!" + _net(value)
-            elif key == "smac":
-                matches.append(("mac", (("mac_source", value.upper()),)))
+            elif key in ("smac", "smac_not"):
+                neg = "!" if key == "smac_not" else ""
+                matches.append(("mac", (("mac_source", neg + value.upper()),)))
+            elif key == "daddr_type":
+                matches.append(("addrtype", (("dst_type", value.upper()),)))
             elif key == "proto":
                 if isinstance(value, tuple):
                     raise NetpolicyError("iptables backend: protocol sets are not supported")
@@ -131,6 +155,10 @@ def render_rule(rule: planner.Rule, comment: str) -> list:
             target, tparams = "ACCEPT", ()
         elif rule.action == "drop":
             target, tparams = "DROP", ()
+        elif rule.action == "return":
+            target, tparams = "RETURN", ()
+        elif rule.action == "vet":
+            target, tparams = "MARK", (("set_xmark", f"{rule.mark:#x}/{rule.mark:#x}"),)
         elif rule.action == "masquerade":
             target, tparams = "MASQUERADE", (("to_ports", f"{rule.to_ports[0]}-{rule.to_ports[1]}"),)
         else:
@@ -141,7 +169,7 @@ def render_rule(rule: planner.Rule, comment: str) -> list:
 
 
 def skeleton_specs(bridge: str, base, version: str) -> list:
-    comment = f"{planner.COMMENT_PREFIX}base:{version}"
+    comment = planner.base_comment(bridge, version)
     out = []
     for rule in base:
         out += render_rule(rule, comment)
@@ -149,7 +177,7 @@ def skeleton_specs(bridge: str, base, version: str) -> list:
 
 
 def jump_specs(bridge: str, version: str) -> list:
-    comment = f"{planner.COMMENT_PREFIX}base:{version}"
+    comment = planner.base_comment(bridge, version)
     out = []
     for table, builtin, iface_key, target, v6 in _JUMPS:
         for ipv6 in (False, True) if v6 else (False,):
@@ -163,4 +191,20 @@ def job_specs(job_rules) -> list:
     out = []
     for rule in job_rules:
         out += render_rule(rule, rule.comment)
+    return out
+
+
+_SAVED_RULE = re.compile(r'^-A (\S+) .*--comment "?(racf:[^"\s]+)"?')
+
+
+def saved_counts(text: str, ipv6: bool) -> Counter:
+    """(where, comment) -> how many of our rules ``iptables-save`` output holds per chain
+    (``where`` as ``Spec.where``)."""
+    out: Counter = Counter()
+    table = None
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif table and (m := _SAVED_RULE.match(line)):
+            out[(f"{'ip6' if ipv6 else 'ip4'} {table} {m.group(1)}", m.group(2))] += 1
     return out

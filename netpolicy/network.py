@@ -4,7 +4,10 @@ The network is ``<forward mode='open'/>``: libvirt creates the bridge and runs d
 (DHCP, DNS) and adds no firewall rules of its own — netpolicy owns all of them. IPv6 is
 off (no IPv6 address: libvirt sets disable_ipv6 on the bridge and dnsmasq sends no RAs).
 Bridge ports are isolated (``<port isolated='yes'/>``): the kernel bridge never forwards a
-frame from one guest's port to another's.
+frame from one guest's port to another's. dnsmasq answers DHCP by broadcast only
+(``dhcp-broadcast``): its unicast replies would write the client's MAC into the host's
+neighbour table, over the entry the lease pinned (see guardplan). A network defined by an
+older racf-vm without it is redefined, but only while no guest uses it.
 
 Each job gets a ``<host mac= name= ip=/>`` in the network's DHCP section before its guest
 boots. The name encodes the owner (wrapper pid + start time, as in the job tag) and a
@@ -27,11 +30,14 @@ from typing import Optional
 from racf_vm.core import jobtag, locking
 
 from .errors import NetpolicyError
-from .planner import parse_subnet
+from .planner import NetSpec, parse_subnet
 
 log = logging.getLogger(__name__)
 
 MAC_PREFIX = "02:72:66"  # locally administered, unicast ("rf")
+DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
+DNSMASQ_OPTIONS = ("dhcp-broadcast",)
+ET.register_namespace("dnsmasq", DNSMASQ_NS)
 LOCK_DIR = "/run/racf-vm"
 LOCK_FILE = os.path.join(LOCK_DIR, "netpolicy.lock")
 HOST_LOCK_TIMEOUT = 60.0  # held for a reservation and a rule edit: seconds at most
@@ -43,6 +49,12 @@ class NetSettings:
     name: str
     bridge: str
     subnet: str
+    deny: tuple = ()
+    mark: int = 0
+
+    @property
+    def spec(self) -> NetSpec:
+        return NetSpec(bridge=self.bridge, subnet=self.subnet, deny=self.deny, mark=self.mark)
 
     @property
     def net(self) -> ipaddress.IPv4Network:
@@ -62,7 +74,7 @@ class Reservation:
 
 def settings_from_config(config) -> NetSettings:
     u = config.untrusted_network
-    return NetSettings(name=u.name, bridge=u.bridge, subnet=u.subnet)
+    return NetSettings(name=u.name, bridge=u.bridge, subnet=u.subnet, deny=tuple(u.deny), mark=u.fwmark)
 
 
 # -- locking ----------------------------------------------------------------------------
@@ -84,7 +96,16 @@ def network_xml(s: NetSettings) -> str:
     ET.SubElement(root, "port", isolated="yes")
     ip = ET.SubElement(root, "ip", address=s.host_ip, netmask=str(net.netmask))
     ET.SubElement(ip, "dhcp")  # hosts only (added per job): dnsmasq serves reservations only
+    opts = ET.SubElement(root, f"{{{DNSMASQ_NS}}}options")
+    for value in DNSMASQ_OPTIONS:
+        ET.SubElement(opts, f"{{{DNSMASQ_NS}}}option", value=value)
     return ET.tostring(root, encoding="unicode")
+
+
+def _outdated(xml: str) -> list:
+    """What an older racf-vm's definition lacks (fixed by redefining the network)."""
+    have = {o.get("value") for o in ET.fromstring(xml).iterfind(f"{{{DNSMASQ_NS}}}options/{{{DNSMASQ_NS}}}option")}
+    return [f"dnsmasq option {v} missing" for v in DNSMASQ_OPTIONS if v not in have]
 
 
 def _check_existing(xml: str, s: NetSettings) -> None:
@@ -120,19 +141,34 @@ def ensure_network(conn, s: NetSettings):
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
             raise NetpolicyError("libvirt could not look up the untrusted network", detail=str(exc)) from exc
-        log.info("defining libvirt network %s (bridge %s, %s)", s.name, s.bridge, s.subnet)
-        try:
+        net = None
+    try:
+        if net is not None:
+            _check_existing(net.XMLDesc(0), s)
+            outdated = _outdated(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
+            if outdated:
+                net = _redefine_if_idle(net, s, outdated)
+        if net is None:
+            log.info("defining libvirt network %s (bridge %s, %s)", s.name, s.bridge, s.subnet)
             net = conn.networkDefineXML(network_xml(s))
             net.setAutostart(1)
-        except libvirt.libvirtError as exc:
-            raise NetpolicyError("libvirt could not define the untrusted network", detail=str(exc)) from exc
-    try:
-        _check_existing(net.XMLDesc(0), s)
         if not net.isActive():
             net.create()
     except libvirt.libvirtError as exc:
-        raise NetpolicyError("libvirt could not start the untrusted network", detail=str(exc)) from exc
+        raise NetpolicyError("libvirt could not set up the untrusted network", detail=str(exc)) from exc
     return net
+
+
+def _redefine_if_idle(net, s: NetSettings, outdated: list):
+    """None after removing ``net`` (no guest plugged in, no reservation); refuses otherwise."""
+    if net.isActive() and (net.listAllPorts() or reservations(net)):
+        raise NetpolicyError(f"libvirt network {s.name} predates this racf-vm ({'; '.join(outdated)}) and "
+                             "guests still use it; it is redefined once they are gone")
+    log.info("redefining libvirt network %s: %s", s.name, "; ".join(outdated))
+    if net.isActive():
+        net.destroy()
+    net.undefine()
+    return None
 
 
 def lookup_network(conn, name: str):

@@ -20,6 +20,7 @@ def gc_command(obj):
     click.echo(
         f"removed {len(report.domains)} domain(s), {len(report.job_dirs)} job dir(s), "
         f"{len(net.rules)} job rule set(s), {len(net.reservations)} reservation(s), "
+        f"{len(net.neighbours)} pinned neighbour entr{'y' if len(net.neighbours) == 1 else 'ies'}, "
         f"{len(report.layers)} prepared layer(s), {len(report.site.removed)} site network reservation(s); "
         f"{len(report.kept) + len(net.kept)} still in use"
     )

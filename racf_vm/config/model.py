@@ -96,6 +96,16 @@ class NetworkConfig:
     trusted_pool: str = ""  # "FIRST-LAST": this node's fixed addresses (with the hostsdir)
 
 
+# Destinations no untrusted guest reaches: the NAT is for the outside world. Private and
+# shared ranges (RFC 1918, RFC 6598) are where site networks such as the NFS servers live;
+# link-local holds cloud metadata services; loopback, "this network", multicast and the
+# reserved block (with broadcast) are never a legitimate destination of a job.
+DEFAULT_DENY = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+)
+
+
 @dataclass(frozen=True)
 class UntrustedNetworkConfig:
     """The NAT network of untrusted images (netpolicy owns it and its firewall)."""
@@ -104,6 +114,8 @@ class UntrustedNetworkConfig:
     bridge: str = "racfu0"
     subnet: str = "10.213.0.0/24"  # the host takes the first address
     backend: str = "auto"  # auto | nft | iptables (must match the host's iptables)
+    deny: tuple = DEFAULT_DENY  # IPv4 networks guests never reach (after NAT too)
+    fwmark: int = 0x00400000  # the packet-mark bit of guest packets our rules let leave
 
 
 @dataclass(frozen=True)

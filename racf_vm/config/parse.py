@@ -122,6 +122,29 @@ def _libvirt(r: TableReader) -> LibvirtConfig:
     )
 
 
+MAX_DENY = 256
+
+
+def _deny(r: TableReader, default: tuple) -> tuple:
+    value = r.raw("deny", list(default))
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise r.fail("deny", "must be a list of IPv4 networks (strings such as \"10.0.0.0/8\")")
+    if len(value) > MAX_DENY:
+        raise r.fail("deny", f"more than {MAX_DENY} entries")
+    out = []
+    for v in value:
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError as e:
+            raise r.fail("deny", f"{v!r} is not a network: {e}") from None
+        if net.version != 4:
+            raise r.fail("deny", f"{v}: IPv6 is always closed to untrusted guests; list IPv4 networks only")
+        if str(net) in out:
+            raise r.fail("deny", f"{v} is listed twice")
+        out.append(str(net))
+    return tuple(out)
+
+
 def _untrusted_network(r: TableReader) -> UntrustedNetworkConfig:
     d = UntrustedNetworkConfig()
     u = UntrustedNetworkConfig(
@@ -129,7 +152,12 @@ def _untrusted_network(r: TableReader) -> UntrustedNetworkConfig:
         bridge=r.string("bridge", d.bridge, pattern=IFACE_RE, allow_empty=False),
         subnet=r.string("subnet", d.subnet, pattern=r"[0-9./]{9,18}", allow_empty=False),
         backend=r.choice("backend", d.backend, ("auto", "nft", "iptables")),
+        deny=_deny(r, d.deny),
+        fwmark=r.integer("fwmark", d.fwmark, minimum=1, maximum=2**31),
     )
+    if u.fwmark & (u.fwmark - 1):
+        raise r.fail("fwmark", f"{u.fwmark:#x} is not a single bit (one bit of the packet mark, "
+                               "such as 0x400000, that nothing else on this host sets)")
     try:
         net = ipaddress.IPv4Network(u.subnet, strict=True)
     except ValueError as e:

@@ -56,6 +56,7 @@ class JobRun:
         self.terminated = False
         self.conn = None
         self._chans = None
+        self._lease = None  # the untrusted network's lease, checked while the guest runs
         self._qemu_exited = False
         self._stack = contextlib.ExitStack()  # everything the job holds, released in reverse
         self._input_manifest: list = []  # sandbox.write_input_tar's, for extract_output_tar
@@ -172,7 +173,7 @@ class JobRun:
         if plan.network == "untrusted":
             import netpolicy
 
-            lease = self._stack.enter_context(netpolicy.untrusted_lease(self.conn, cfg, plan.tag))
+            lease = self._lease = self._stack.enter_context(netpolicy.untrusted_lease(self.conn, cfg, plan.tag))
             plan = plan.with_mac(lease.mac)
             address["RacfVMAddress"] = lease.ip
         elif plan.network == "bridge":  # a fixed address from the site's DHCP, if it gives them
@@ -245,8 +246,13 @@ class JobRun:
         return outcome.exit_status
 
     def _health_checks(self, dom) -> list:
-        """What must stay true while the guest runs (racf_vm.job.supervise)."""
-        return [lambda: domain.check_not_stopped_on_error(dom)]
+        """What must stay true while the guest runs (racf_vm.job.supervise). For an untrusted
+        guest, its confinement: a firewall reload or a removed rule ends the job (75) rather
+        than leave the guest unconfined; the first check also pins its bridge port."""
+        checks = [lambda: domain.check_not_stopped_on_error(dom)]
+        if self._lease is not None:
+            checks.append(self._lease.check)
+        return checks
 
     def _return_output(self, spool, plan: planner.JobPlan) -> None:
         spool.flush()

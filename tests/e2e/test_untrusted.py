@@ -97,3 +97,32 @@ def test_gc_while_jobs_run_removes_nothing_of_theirs(site):
         assert out.decode().split()[-1] == "done", out
     assert outs[1][0].decode().split()[-2] == "1"  # the untrusted guest kept its address
     assert testenv.leftovers() == []
+
+
+def test_a_firewall_reload_ends_the_untrusted_job(site):
+    """Issue 11 item 10, the wrapper's side: while an untrusted guest runs, its wrapper checks
+    its confinement every [timeouts] health seconds (netpolicy Lease.check); when the
+    firewall is flushed under it, the guest is destroyed and the job ends with 75 (run it
+    again) instead of running on unconfined. What the guest can reach in between is proven
+    with packets in tests/integration/test_netpolicy_guests.py."""
+    small = site["images"]["busybox"][0]
+    images = dict(site["images"], **{"busybox-nat": (small, "untrusted")})
+    testenv.write_site(images)
+    try:
+        cmd = testenv.job_command("busybox-nat", "/bin/sh", ["-c", "echo ready; sleep 300; echo survived"])
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        try:
+            assert proc.stdout.readline().strip() == b"ready", proc.stderr.read(4000)
+            # what a careless `nft flush ruleset` or firewalld reload does to our table
+            subprocess.run(["/usr/sbin/nft", "delete", "table", "inet", "racf_vm"], check=True)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        testenv.write_site(site["images"])
+    assert b"survived" not in out
+    assert b"starter: job exited with status 75" in err, err
+    assert b"protection is gone" in err, err
+    assert testenv.leftovers() == []

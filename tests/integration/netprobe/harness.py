@@ -3,17 +3,22 @@
 Topology (all built here, removed afterwards):
 
     guests -- racfut0 (untrusted network, 10.213.77.0/24, libvirt + netpolicy)
-                 |  host (NAT)  -- veth 10.214.77.1 / fd00:214:77::1 --  "site" netns
+                 |  host (NAT)  -- veth 198.51.100.1 / fd00:214:77::1 --  "site" netns
     trusted guest -- racft0 (10.215.77.1/24, a plain bridge: the "site network" of
                                              trusted images; routed, no NAT)
 
-The site namespace runs listener.py on TCP 7001, UDP 7002, TCP 7005, TCP 7006 (v4 and
-v6) and a raw socket for protocol 132 (SCTP); the host runs one on the untrusted bridge's
-address and on its veth address, TCP and UDP 7003.
+The site namespace stands in for the outside world (a documentation range, which the
+default deny list leaves open) and runs listener.py on TCP 7001, UDP 7002, TCP 7005,
+TCP 7006, TCP 7009 (v4 and v6) and a raw socket for protocol 132 (SCTP). It also holds
+two deny-listed addresses the host routes to it, a private one (192.168.77.2) and a
+link-local one (169.254.77.77, where cloud metadata services live), each with TCP and UDP
+7007. The host runs one listener on 0.0.0.0 TCP and UDP 7003 (every address of the host)
+and, during a test, a port forward TCP 7008 on every host address to the site's 7009.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,8 +37,11 @@ NET_NAME = "racf-untrusted-test"
 BRIDGE = "racfut0"
 SUBNET = "10.213.77.0/24"
 HOST_IP = "10.213.77.1"
-SITE_HOST_IP = "10.214.77.1"
-SITE_IP = "10.214.77.2"
+SITE_HOST_IP = "198.51.100.1"
+SITE_IP = "198.51.100.2"
+DENY_IP = "192.168.77.2"      # RFC 1918: a site network
+LINKLOCAL_IP = "169.254.77.77"  # link-local (not the real metadata address: the host may use that)
+DNAT_PORT, DNAT_TARGET_PORT = 7008, 7009
 SITE_HOST_IP6 = "fd00:214:77::1"
 SITE_IP6 = "fd00:214:77::2"
 TRUSTED_BRIDGE = "racft0"
@@ -91,6 +100,9 @@ class Topology:
         sh(*ns, "ip", "addr", "add", f"{SITE_IP}/24", "dev", self.veth_s)
         sh(*ns, "ip", "-6", "addr", "add", f"{SITE_IP6}/64", "dev", self.veth_s, "nodad")
         sh(*ns, "ip", "link", "set", self.veth_s, "up")
+        for addr in (DENY_IP, LINKLOCAL_IP):
+            sh(*ns, "ip", "addr", "add", f"{addr}/32", "dev", "lo")
+            sh("ip", "route", "add", f"{addr}/32", "via", SITE_IP)
         # the trusted "site network" is routed (no NAT) by the site's router, here the host
         sh(*ns, "ip", "route", "add", TRUSTED_NET, "via", SITE_HOST_IP)
         sh("ip", "link", "add", TRUSTED_BRIDGE, "type", "bridge")
@@ -100,12 +112,14 @@ class Topology:
             f.write("1\n")
         self._start(list(ns) + [PY, os.path.join(HERE, "listener.py"), self.site_log,
                                 ":::tcp:7001", ":::udp:7002", ":::tcp:7005",
-                                ":::tcp:7006", "--raw", "132"])
+                                ":::tcp:7006", f":::tcp:{DNAT_TARGET_PORT}",
+                                f"{DENY_IP}:tcp:7007", f"{DENY_IP}:udp:7007",
+                                f"{LINKLOCAL_IP}:tcp:7007", f"{LINKLOCAL_IP}:udp:7007", "--raw", "132"])
 
     def start_host_listener(self):
-        self._start([PY, os.path.join(HERE, "listener.py"), self.host_log,
-                     f"{HOST_IP}:tcp:7003", f"{HOST_IP}:udp:7003",
-                     f"{SITE_HOST_IP}:tcp:7003", f"{SITE_HOST_IP}:udp:7003"])
+        """TCP and UDP 7003 on every address of the host (the log names the one reached)."""
+        self._start([PY, os.path.join(HERE, "listener.py"), self.host_log, "0.0.0.0:tcp:7003",
+                     "0.0.0.0:udp:7003"])
 
     def _start(self, argv):
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -120,6 +134,8 @@ class Topology:
             p.kill()
             p.wait()
         sh("ip", "link", "del", TRUSTED_BRIDGE, check=False)
+        for addr in (DENY_IP, LINKLOCAL_IP):
+            sh("ip", "route", "del", f"{addr}/32", check=False)
         sh("ip", "link", "del", self.veth_h, check=False)
         sh("ip", "netns", "del", self.ns, check=False)
         if self._forward is not None:
@@ -157,14 +173,29 @@ out ID $(id -u)
 
 UNTRUSTED_PROBER = _PRELUDE + f"""
 PEER=$(arg racfpeer)
-out TCP600_SITE $($P tcp 600 {SITE_IP} 7001)
-out UDP600_SITE $($P udp 600 {SITE_IP} 7002)
-out TCP600_HOSTBR $($P tcp 600 {HOST_IP} 7003)
-out UDP600_HOSTBR $($P udp 600 {HOST_IP} 7003)
-out TCPHI_HOSTBR $($P tcp 40000 {HOST_IP} 7003)
-out TCP600_HOSTVETH $($P tcp 600 {SITE_HOST_IP} 7003)
-out UDPHI_HOSTVETH $($P udp 40001 {SITE_HOST_IP} 7003)
-out RAW132_SITE $($P raw 132 {SITE_IP})
+# each probe in the background, its result in a file: a closed path costs its timeout once
+# (UDP probes running at the same time use distinct source ports: a reply must find its probe)
+par() {{ k=$1; shift; "$@" >/tmp/r.$k 2>&1 & }}
+show() {{ wait; for k in "$@"; do out $k $(cat /tmp/r.$k); done; }}
+par TCP600_SITE $P tcp 600 {SITE_IP} 7001
+par UDP600_SITE $P udp 600 {SITE_IP} 7002
+par TCP600_HOSTBR $P tcp 600 {HOST_IP} 7003
+par UDPLOW_HOSTBR $P udp 601 {HOST_IP} 7003
+par TCPHI_HOSTBR $P tcp 40000 {HOST_IP} 7003
+par TCP600_HOSTVETH $P tcp 600 {SITE_HOST_IP} 7003
+par UDPHI_HOSTVETH $P udp 40001 {SITE_HOST_IP} 7003
+par RAW132_SITE $P raw 132 {SITE_IP}
+show TCP600_SITE UDP600_SITE TCP600_HOSTBR UDPLOW_HOSTBR TCPHI_HOSTBR TCP600_HOSTVETH UDPHI_HOSTVETH RAW132_SITE
+# every address of the host (from the kernel command line), from a low and a high port
+n=0; for a in $(arg racfhost | tr , ' '); do
+    par HOSTADDR_TCP_$n $P tcp $((600+n)) $a 7003; par HOSTADDR_UDP_$n $P udp $((40010+n)) $a 7003
+    par DNAT_$n $P tcp 0 $a {DNAT_PORT}; n=$((n+1)); done
+k=""; i=0; while [ $i -lt $n ]; do k="$k HOSTADDR_TCP_$i HOSTADDR_UDP_$i DNAT_$i"; i=$((i+1)); done
+show $k
+# deny-listed destinations (a site network, link-local)
+par TCP_DENY $P tcp 0 {DENY_IP} 7007; par UDP_DENY $P udp 0 {DENY_IP} 7007
+par TCP_LINKLOCAL $P tcp 0 {LINKLOCAL_IP} 7007; par UDP_LINKLOCAL $P udp 0 {LINKLOCAL_IP} 7007
+show TCP_DENY UDP_DENY TCP_LINKLOCAL UDP_LINKLOCAL
 if ping -c 1 -W 2 {SITE_IP} >/dev/null 2>&1; then out PING_SITE OK; else out PING_SITE FAIL; fi
 out IP6ROUTE $(ip -6 route show | grep -c default) default
 out IP6ADDR $(ip -6 addr show dev eth0 | awk '/inet6/{{print $2}}')
@@ -175,19 +206,27 @@ out TCP_PEER $($P tcp 0 $PEER 7004)
 out UDP_PEER $($P udp 0 $PEER 7004)
 out TCP_PEER_VIA_HOST $(ip route add $PEER/32 via {HOST_IP} dev eth0 2>&1; $P tcp 0 $PEER 7004)
 ip route del $PEER/32 2>/dev/null
+# while the peer forges ARP for this guest: every reply must still come here
+ok=0; i=0; while [ $i -lt 10 ]; do $P udp 0 {SITE_IP} 7002 | grep -q ^OK && ok=$((ok+1)); i=$((i+1)); done
+out UDP_BURST $ok of 10
 out LOOP_START
 i=0
-while [ $i -lt 8 ]; do
-    r=$($P tcp 0 {SITE_IP} 7005)
-    out LOOP $i $r
+while [ $i -lt 14 ]; do
+    par L1 $P tcp 0 {SITE_IP} 7005; par L2 $P udp 600 {SITE_IP} 7002
+    par L3 $P tcp 600 {HOST_IP} 7003; par L4 $P tcp 600 {SITE_HOST_IP} 7003; par L5 $P udp 601 {HOST_IP} 7003
+    wait
+    out LOOP $i $(cat /tmp/r.L1) / $(cat /tmp/r.L2) / $(cat /tmp/r.L3) / $(cat /tmp/r.L4) / $(cat /tmp/r.L5)
     i=$((i+1))
     sleep 0.5
 done
 out DONE
 """
 
-PEER_LISTENER = _PRELUDE + """
-$P listen 7004 $(arg racfsecs) | while read -r l; do out PEER $l; done
+# forges ARP for the victim (racfvictim, racfvictimmac) all the time it listens for the peer
+PEER_LISTENER = _PRELUDE + f"""
+$P listen 7004 $(arg racfsecs) | while read -r l; do out PEER $l; done &
+$P spoof eth0 $(arg racfvictim) $(arg racfvictimmac) {HOST_IP} $(arg racfsecs) | while read -r l; do out SPOOF $l; done
+wait
 out DONE
 """
 
@@ -362,3 +401,142 @@ def make_root() -> str:
 
 def remove_root(root: str) -> None:
     shutil.rmtree(root, ignore_errors=True)
+
+
+# -- what a running job meets: a supervisor, a host port forward, a firewall reload ------------
+def host_addresses() -> list:
+    """Every IPv4 address of the host a guest could name (loopback ones excepted: a guest
+    sending to 127/8 reaches its own loopback)."""
+    out = []
+    for link in json.loads(sh("ip", "-j", "-4", "addr", "show").stdout):
+        for a in link.get("addr_info", []):
+            if a.get("family") == "inet" and not a["local"].startswith("127."):
+                out.append(a["local"])
+    return out
+
+
+class Checker(threading.Thread):
+    """Calls lease.check() every ``period`` seconds, as the wrapper's supervisor does; records
+    how long each call took and when (and why) each lease first failed. Hold ``lock`` to
+    change rules from the test meanwhile (python-iptables shares its table objects)."""
+
+    def __init__(self, leases: dict, period: float = 0.5):
+        super().__init__(daemon=True)
+        self.leases, self.period = leases, period
+        self.lock = threading.Lock()
+        self.durations: dict = {name: [] for name in leases}
+        self.failed: dict = {}
+        self._stop_event = threading.Event()
+
+    def run(self):
+        while not self._stop_event.wait(self.period):
+            with self.lock:
+                for name, lease in self.leases.items():
+                    if name in self.failed:
+                        continue
+                    t0 = time.monotonic()
+                    try:
+                        lease.check()
+                    except Exception as exc:  # NetpolicyError expected; anything else is recorded too
+                        self.failed[name] = (time.time(), f"{type(exc).__name__}: {exc}")
+                    self.durations[name].append(time.monotonic() - t0)
+
+    def wait_failed(self, name: str, timeout: float):
+        deadline = time.monotonic() + timeout
+        while name not in self.failed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.failed.get(name)
+
+    def stop(self):
+        self._stop_event.set()
+        self.join(10)
+
+
+TEST_NFT_TABLE = "racftestfwd"
+_IPT_FORWARD = ["-t", "nat", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-p", "tcp", "--dport",
+                str(DNAT_PORT), "-m", "comment", "--comment", "racftest-fwd", "-j", "DNAT",
+                "--to-destination", f"{SITE_IP}:{DNAT_TARGET_PORT}"]
+
+
+@contextlib.contextmanager
+def port_forward(kind: str):
+    """A port forward of the host, as Docker or an admin adds one: TCP DNAT_PORT on every
+    address of the host goes to the site's DNAT_TARGET_PORT."""
+    if kind == "nft":
+        sh("nft", "-f", "-", input=f"table ip {TEST_NFT_TABLE} {{\n chain pre {{\n"
+           "  type nat hook prerouting priority dstnat; policy accept;\n"
+           f"  fib daddr type local tcp dport {DNAT_PORT} dnat to {SITE_IP}:{DNAT_TARGET_PORT}\n }}\n}}\n")
+    else:
+        sh("iptables-legacy", *_IPT_FORWARD[:2], "-A", *_IPT_FORWARD[2:])
+    try:
+        yield
+    finally:
+        if kind == "nft":
+            sh("nft", "delete", "table", "ip", TEST_NFT_TABLE, check=False)
+        else:
+            sh("iptables-legacy", *_IPT_FORWARD[:2], "-D", *_IPT_FORWARD[2:], check=False)
+
+
+def _foreign(saved: str) -> str:
+    return "\n".join(line for line in saved.splitlines() if "racf" not in line.lower()) + "\n"
+
+
+def reload_firewall(kind: str, how: str = "flush"):
+    """Do what a firewall reload does to every rule on the host: ``nft flush ruleset``
+    (nftables.service restart), ``nft delete table inet racf_vm`` (how="delete-table") or an
+    ``iptables-restore`` of rules that are not ours. Returns a function that puts back
+    whatever else (not racf's) was loaded before."""
+    if how == "delete-table":
+        sh("nft", "delete", "table", "inet", "racf_vm")
+        return lambda: None
+    if kind == "nft":
+        tables = [(t["table"]["family"], t["table"]["name"]) for t in
+                  json.loads(sh("nft", "-j", "list", "tables").stdout)["nftables"] if "table" in t]
+        saved = [sh("nft", "list", "table", fam, name).stdout for fam, name in tables
+                 if name not in ("racf_vm", TEST_NFT_TABLE)]
+        sh("nft", "flush", "ruleset")
+        return lambda: [sh("nft", "-f", "-", input=text) for text in saved]
+    saved4, saved6 = sh("iptables-legacy-save").stdout, sh("ip6tables-legacy-save").stdout
+    empty = "".join(f"*{t}\n{''.join(f':{c} ACCEPT [0:0]' + chr(10) for c in chains)}COMMIT\n" for t, chains in (
+        ("filter", ("INPUT", "FORWARD", "OUTPUT")), ("nat", ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")),
+        ("mangle", ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"))))
+    sh("iptables-legacy-restore", input=empty)
+    sh("ip6tables-legacy-restore", input=empty.split("*nat")[0])
+
+    def restore():
+        sh("iptables-legacy-restore", input=_foreign(saved4))
+        sh("ip6tables-legacy-restore", input=_foreign(saved6))
+    return restore
+
+
+def neighbour(ip: str) -> dict:
+    entries = json.loads(sh("ip", "-j", "neigh", "show", ip, "dev", BRIDGE).stdout or "[]")
+    return entries[0] if entries else {}
+
+
+def fdb_entries(mac: str) -> list:
+    return [e for e in json.loads(sh("bridge", "-j", "fdb", "show", "br", BRIDGE).stdout or "[]")
+            if e.get("mac") == mac]
+
+
+class NsGuest:
+    """A guest stand-in on the untrusted bridge: a network namespace with the lease's MAC and
+    address, its bridge end addressed as libvirt addresses a guest's tap (fe:...)."""
+
+    def __init__(self, name: str, lease, probe: str):
+        self.ns, self.port, self.probe_path = f"racfg{name}{os.getpid() % 10000}", f"rg{name}{os.getpid() % 10000}", probe
+        sh("ip", "netns", "add", self.ns)
+        sh("ip", "link", "add", self.port, "type", "veth", "peer", "name", "eth0", "netns", self.ns)
+        sh("ip", "link", "set", self.port, "address", "fe" + lease.mac[2:], "master", BRIDGE, "up")
+        sh("bridge", "link", "set", "dev", self.port, "isolated", "on")  # as libvirt plugs it
+        for cmd in (("link", "set", "lo", "up"), ("link", "set", "eth0", "address", lease.mac),
+                    ("addr", "add", f"{lease.ip}/24", "dev", "eth0"), ("link", "set", "eth0", "up"),
+                    ("route", "add", "default", "via", HOST_IP)):
+            sh("ip", "netns", "exec", self.ns, "ip", *cmd)
+
+    def probe(self, *args) -> str:
+        return sh("ip", "netns", "exec", self.ns, self.probe_path, *args, check=False).stdout.strip()
+
+    def close(self):
+        sh("ip", "netns", "del", self.ns, check=False)
+        sh("ip", "link", "del", self.port, check=False)

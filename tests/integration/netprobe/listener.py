@@ -4,6 +4,8 @@
 
 Each TCP connection and UDP datagram is logged as {"proto", "dst", "port", "src",
 "sport", "t"} and answered with "sport=N" (what we saw), so the sender can check it too.
+"dst" is the local address the peer reached (for IPv4 wildcard listeners too), so one
+listener on 0.0.0.0 shows which of a host's addresses were reachable.
 --raw PROTO also logs every IPv4 packet of that protocol number ({"proto": "raw", ...}).
 Runs until killed. Used inside the test's "site" namespace and on the host.
 """
@@ -13,6 +15,8 @@ import select
 import socket
 import sys
 import time
+
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux <netinet/in.h>; Python < 3.13 lacks the name
 
 
 def main():
@@ -31,6 +35,8 @@ def main():
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if fam == socket.AF_INET6:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if addr == "::" else 1)
+        if fam == socket.AF_INET and proto == "udp":
+            s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         s.bind((addr, int(port)))
         if proto == "tcp":
             s.listen(16)
@@ -51,7 +57,7 @@ def main():
             try:
                 if proto == "tcp":
                     c, peer = s.accept()
-                    record("tcp", addr, port, peer)
+                    record("tcp", c.getsockname()[0], port, peer)
                     c.settimeout(2)
                     try:
                         c.sendall(f"sport={peer[1]}\n".encode())
@@ -59,8 +65,12 @@ def main():
                         pass
                     c.close()
                 elif proto == "udp":
-                    data, peer = s.recvfrom(2048)
-                    record("udp", addr, port, peer)
+                    data, anc, _flags, peer = s.recvmsg(2048, socket.CMSG_SPACE(12))
+                    dst = addr
+                    for level, kind, blob in anc:  # struct in_pktinfo: ifindex, spec_dst, addr
+                        if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+                            dst = socket.inet_ntoa(blob[8:12])
+                    record("udp", dst, port, peer)
                     s.sendto(f"sport={peer[1]}\n".encode(), peer)
                 else:
                     data, peer = s.recvfrom(65535)
