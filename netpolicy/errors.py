@@ -7,5 +7,9 @@ class NetpolicyError(TemporaryError):
     """The firewall or the untrusted network could not be set up (the job is retried)."""
 
 
+class PoolExhausted(NetpolicyError):
+    """Every address of the untrusted network is reserved."""
+
+
 class BackendMismatch(ConfigError):
     """The configured or available firewall backend does not match the host's iptables."""

@@ -33,7 +33,7 @@ from racf_vm.core import jobtag
 
 from . import conntrack, detect, guard, guardplan, network, planner
 from .backend import Backend
-from .errors import NetpolicyError
+from .errors import NetpolicyError, PoolExhausted
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,13 @@ def acquire_untrusted(conn, config, tag: str,
     try:
         with network.host_lock():
             net = network.ensure_network(conn, s)
-            res = network.reserve(net, tag, s)
+            try:
+                res = network.reserve(net, tag, s)
+            except PoolExhausted:
+                # wrappers killed before their teardown hold addresses until gc runs:
+                # take back the dead ones now rather than fail the job
+                _collect_dead(net, s, backend, jobtag.is_alive, NetGcReport([], [], [], []))
+                res = network.reserve(net, tag, s)
             rules = plan_for(config, tag, res.mac, res.ip)
             version = base_version(rules)
             backend.ensure_base(rules, s.bridge, version)
@@ -188,32 +194,37 @@ def gc_network(conn, config, is_alive: Callable = jobtag.is_alive,
     if backend is None:
         backend = detect.get_backend(config.untrusted_network.backend)
     with network.host_lock():
-        for tag in sorted(backend.job_tags()):
-            owner = jobtag.parse_tag(tag)
-            if owner is not None and is_alive(owner):
-                report.kept.append(tag)
-                continue
-            log.info("removing orphaned firewall rules of %s", tag)
-            backend.remove_job(tag)
-            report.rules.append(tag)
-        if net is None:
-            return report
-        for r in network.reservations(net):
-            owner = network.owner_of_name(r.name)
-            if owner is None:
-                continue  # not ours
-            if is_alive(owner):
-                report.kept.append(r.name)
-                continue
-            log.info("removing orphaned DHCP reservation %s (%s, %s)", r.name, r.mac, r.ip)
-            conntrack.delete_for(r.ip)
-            network.release(net, r)
-            report.reservations.append(r.name)
-            report.conntrack_addresses.append(r.ip)
-        reserved = {r.ip for r in network.reservations(net)}
-        for ip, (mac, permanent) in sorted(guard.neighbours(s.bridge).items()):
-            if permanent and mac.startswith(network.MAC_PREFIX + ":") and ip not in reserved:
-                log.info("removing orphaned neighbour entry %s -> %s", ip, mac)
-                guard.unpin_neighbour(s.bridge, ip, mac)
-                report.neighbours.append(ip)
+        _collect_dead(net, s, backend, is_alive, report)
     return report
+
+
+def _collect_dead(net, s, backend: Backend, is_alive: Callable, report: NetGcReport) -> None:
+    """gc_network's work, under the host lock (held by the caller)."""
+    for tag in sorted(backend.job_tags()):
+        owner = jobtag.parse_tag(tag)
+        if owner is not None and is_alive(owner):
+            report.kept.append(tag)
+            continue
+        log.info("removing orphaned firewall rules of %s", tag)
+        backend.remove_job(tag)
+        report.rules.append(tag)
+    if net is None:
+        return
+    for r in network.reservations(net):
+        owner = network.owner_of_name(r.name)
+        if owner is None:
+            continue  # not ours
+        if is_alive(owner):
+            report.kept.append(r.name)
+            continue
+        log.info("removing orphaned DHCP reservation %s (%s, %s)", r.name, r.mac, r.ip)
+        conntrack.delete_for(r.ip)
+        network.release(net, r)
+        report.reservations.append(r.name)
+        report.conntrack_addresses.append(r.ip)
+    reserved = {r.ip for r in network.reservations(net)}
+    for ip, (mac, permanent) in sorted(guard.neighbours(s.bridge).items()):
+        if permanent and mac.startswith(network.MAC_PREFIX + ":") and ip not in reserved:
+            log.info("removing orphaned neighbour entry %s -> %s", ip, mac)
+            guard.unpin_neighbour(s.bridge, ip, mac)
+            report.neighbours.append(ip)

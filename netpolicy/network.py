@@ -29,7 +29,7 @@ from typing import Optional
 
 from racf_vm.core import jobtag, locking
 
-from .errors import NetpolicyError
+from .errors import NetpolicyError, PoolExhausted
 from .planner import NetSpec, parse_subnet
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,8 @@ def pick(tag: str, s: NetSettings, taken: list) -> Reservation:
             ip = cand
             break
     if mac is None or ip is None:
-        raise NetpolicyError(f"the untrusted network {s.name} has no free address left")
+        raise PoolExhausted(f"the untrusted network {s.name} has no free address left",
+                            detail="racf-vm gc frees the addresses of dead jobs; or widen [untrusted_network] cidr")
     return Reservation(mac=mac, ip=ip, name=reservation_name(tag))
 
 

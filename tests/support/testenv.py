@@ -136,14 +136,17 @@ poweroff = 60
 
 
 def small_site(*, prepare: bool = False, **write_kw) -> dict:
-    """Test users, the small busybox image built (or reused) and the site written for it;
-    with ``prepare``, its prepared layer made now rather than by the first job.
+    """Test users, the small busybox image built (or reused), the site written for it and
+    what dead wrappers of earlier runs left collected; with ``prepare``, its prepared layer made now rather than by the first job.
 
     Returns the catalog mapping (name -> (image dir, trust)) that ``write_site`` took.
     """
     ensure_users()
     images = {"busybox": (build_image("small"), "trusted")}
     write_site(images, **write_kw)
+    # a run killed part-way (SIGKILL, host restart) leaves its jobs' resources; the product's
+    # answer is gc, and without it every later test would report them as its own leftovers
+    cli("gc")
     if prepare:
         cli("images", "prepare", "busybox")
     return images
