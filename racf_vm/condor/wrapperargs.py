@@ -21,14 +21,14 @@ USAGE = (
     "arguments = -i IMAGE, transfer_executable = false, "
     '+VM_Command = "/path/to/program", +VM_Args = "its arguments")'
 )
-# option -> (field, takes a value)
+# option -> (field, what its value is; None: it takes none)
 OPTIONS = {
-    "--image": ("image", True),
-    "--profile": ("profile", True),
-    "--scratch": ("scratch", True),
-    "--data": ("data", True),
-    "--data-format": ("data_format", True),
-    "--export-scratch": ("export_scratch", False),
+    "--image": ("image", "an image name"),
+    "--profile": ("profile", "a profile name"),
+    "--scratch": ("scratch", "a size (SIZE[:PATH])"),
+    "--data": ("data", "a file (FILE[:PATH[:ro|rw]])"),
+    "--data-format": ("data_format", "a format (qcow2 or raw)"),
+    "--export-scratch": ("export_scratch", None),
 }
 SHORT = {"-i": "--image", "-p": "--profile"}
 
@@ -57,12 +57,13 @@ def parse_wrapper_argv(argv: list[str]) -> WrapperArgs:
         name = SHORT.get(name, name)
         if name not in OPTIONS:
             raise UsageError(f"unexpected argument {arg!r:.80}; {USAGE}")
-        field, takes_value = OPTIONS[name]
+        field, value_is = OPTIONS[name]
+        takes_value = value_is is not None
         if field in found:
             raise UsageError(f"{name} is given twice; {USAGE}")
         if takes_value and value is None:
             if i >= len(argv):
-                raise UsageError(f"{arg} needs a value; {USAGE}")
+                raise UsageError(f"{arg} needs a value: {value_is}; {USAGE}")
             value = argv[i]
             i += 1
         elif not takes_value and value is not None:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from racf_vm.core.errors import ConfigError, TemporaryError
+from racf_vm.core.errors import ConfigError, RefusedError, TemporaryError
 from racf_vm.images import index, remotelist, sync, versions
 from racf_vm.images.cacheimage import bring_locked
 from racf_vm.images.catalog import ImageEntry
@@ -162,6 +163,8 @@ def _verify_here(cache_dir: str, name: str, entry: ImageEntry, config) -> str:
         except FileNotFoundError:
             raise TemporaryError(f"image {entry.name}: {path} is not on this node and no image "
                                  "server is configured ([images] source_url)") from None
+        if not stat.S_ISREG(before.st_mode):  # never hash (or follow) whatever else is there
+            raise RefusedError(f"image {entry.name}: {path} is not a regular file")
         if index.verified_sha(cache_dir, name) != entry.sha256:
             got = hash_file(path).sha256
             after = os.stat(path, follow_symlinks=False)

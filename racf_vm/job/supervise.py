@@ -115,7 +115,9 @@ class Supervisor:
                     self._destroy()
                     raise
         out, err = self.streams
-        result = self.chans.pump(min(deadline, self._next_check), out.write, err.write, self.spool,
+        # a destroyed guest is not checked any more: wait for its end, not for a past check time
+        until = deadline if self._destroyed else min(deadline, self._next_check)
+        result = self.chans.pump(until, out.write, err.write, self.spool,
                                  self.state.on_status)
         for sink in self.streams:
             if sink.overflow:

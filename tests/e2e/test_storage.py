@@ -146,11 +146,18 @@ def test_a_data_file_over_the_limit_is_refused(site):
 
 
 def test_the_vm_has_the_slots_size(site):
-    """Issue 12 item 6: the guest's CPUs and memory are the stand-in starter's cgroup limits."""
+    """Issue 12 items 6 and 4: the guest's CPUs and memory are the stand-in starter's cgroup
+    limits; with no scratch disk, /tmp is a tmpfs of a quarter of that memory."""
     r = testenv.run_job("busybox", "/bin/sh", ["-c", "grep -c ^processor /proc/cpuinfo; "
-                                                     "awk '/MemTotal/ {print $2}' /proc/meminfo"],
+                                                     "awk '/MemTotal/ {print $2}' /proc/meminfo; "
+                                                     "awk '$2 == \"/tmp\" {t = $3 \" \" $4} END {print t}' /proc/mounts; "  # the top one
+                                                     "df -k /tmp | tail -1 | awk '{print $2}'"],
                         cpus=2, memory_mib=1024)
     assert r.status == 0, r.stderr
-    cpus, mem_kib = (int(x) for x in r.stdout.split())
+    lines = r.stdout.splitlines()
+    cpus, mem_kib = int(lines[0]), int(lines[1])
     assert cpus == 2
     assert 900 * 1024 < mem_kib <= 1024 * 1024  # the kernel keeps a little for itself
+    fstype, options = lines[2].split()
+    assert fstype == "tmpfs" and {"nosuid", "nodev"} <= set(options.split(",")), lines[2]
+    assert abs(int(lines[3]) - mem_kib // 4) <= 4, (lines[3], mem_kib)

@@ -126,7 +126,7 @@ def catalog_entry(site, name: str, path, **kw):
     """A crafted catalog entry (root-owned, valid TOML) for the duration of a test."""
     assert name.startswith(PREFIX)
     f = testenv.TEST_CATALOG / f"{name}.toml"
-    testenv._write_root_file(f, testenv.catalog_entry(name, site["small"], path=str(path), **kw))
+    testenv.write_root_file(f, testenv.catalog_entry(name, site["small"], path=str(path), **kw))
     try:
         yield name
     finally:

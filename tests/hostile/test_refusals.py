@@ -89,7 +89,7 @@ def test_row10_environment_over_site_limit(site):
     (["-i", "a" * 100_000], "invalid image name"),
     (["-i", os.fsdecode(b"busybox\xff")], "invalid image name"),
     (["-i", "busybox", "-i", "busybox"], "twice"),
-    (["-i"], "needs an image name"),
+    (["-i"], "-i needs a value: an image name"),
     ([], "no image given"),
     (["-i", "busybox", "--caller-uid", "0"], "unexpected argument"),
     (["-i", "busybox", "--config", "/tmp/evil.toml"], "unexpected argument"),

@@ -15,14 +15,15 @@ import pytest
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
-PROBE = str(REPO / "tests/integration/parent_probe.py")
 PY = "/opt/racf-vm/venv/bin/python"
 TODO = "racf-vm must be run by HTCondor as a job's executable (transfer_executable = false)"
 
 
 @pytest.fixture(scope="module")
 def site(job_user):
-    """A root-owned dir with a freshly built starter stand-in and an execute dir."""
+    """A root-owned dir with a freshly built starter stand-in, the probe and an execute dir
+    (the probe is copied: under the stand-in's private /tmp and /var/tmp a checkout there
+    would be out of the job's sight)."""
     parent = Path("/var/cache/racf-vm-test")
     parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="parent-", dir=parent))
@@ -30,12 +31,14 @@ def site(job_user):
     starter = root / "condor_starter"
     subprocess.run(["make", "-s", "-C", str(REPO / "tests/starter"), f"STARTER_OUT={starter}"],
                    check=True)
+    shutil.copy(REPO / "tests/integration/parent_probe.py", root / "parent_probe.py")
+    os.chmod(root / "parent_probe.py", 0o644)
     yield root, str(starter)
     shutil.rmtree(root)
 
 
-def probe_cmd(starter, *extra):
-    return [PY, "-I", PROBE, str(REPO), starter, *extra]
+def probe_cmd(root, starter, *extra):
+    return [PY, "-I", str(root / "parent_probe.py"), starter, *extra]
 
 
 def under_starter(root, exe, starter, *, env=(), preexec_fn=None, job_prefix=(), after_start=None):
@@ -43,7 +46,7 @@ def under_starter(root, exe, starter, *, env=(), preexec_fn=None, job_prefix=(),
     cmd = [exe, "--user", "root", "--execute", str(root / "execute"), "--slot", "slot9_9"]
     for e in env:
         cmd += ["--env", e]
-    p = subprocess.Popen([*cmd, "--", *job_prefix, *probe_cmd(starter)], stdin=subprocess.DEVNULL,
+    p = subprocess.Popen([*cmd, "--", *job_prefix, *probe_cmd(root, starter)], stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn)
     first = p.stderr.readline().decode()
     assert first.startswith("starter: sandbox="), first
@@ -71,7 +74,7 @@ def test_accepted_under_starter(site):
 def test_refused_under_shell(site):
     root, starter = site
     # "; exit" keeps the shell alive as the probe's parent (no exec optimisation).
-    r = subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *probe_cmd(starter)],
+    r = subprocess.run(["/bin/sh", "-c", '"$@"; exit $?', "sh", *probe_cmd(root, starter)],
                        capture_output=True, check=True)
     msg = refused(json.loads(r.stdout), "the parent process runs '/usr/bin/dash', not " + starter)
     assert msg.endswith(TODO)
@@ -117,13 +120,13 @@ def test_refused_when_starter_real_uid_not_root(site, job_user):
 
 
 def test_refused_with_no_parent(site):
-    _, starter = site
+    root, starter = site
     # In a new pid namespace the probe is pid 1 and its parent pid reads as 0.
-    r = subprocess.run(["unshare", "--pid", "--fork", *probe_cmd(starter)],
+    r = subprocess.run(["unshare", "--pid", "--fork", *probe_cmd(root, starter)],
                        capture_output=True, check=True)
     msg = refused(json.loads(r.stdout), "the parent process is gone (parent pid 0)")
     assert msg.endswith(TODO)
-    r = subprocess.run(["unshare", "--pid", "--fork", *probe_cmd(starter, "--allow-pid-ns-init")],
+    r = subprocess.run(["unshare", "--pid", "--fork", *probe_cmd(root, starter, "--allow-pid-ns-init")],
                        capture_output=True, check=True)
     refused(json.loads(r.stdout), "condor_pid_ns_init rule is not implemented")
 

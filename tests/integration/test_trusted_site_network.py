@@ -14,15 +14,11 @@ reserved ports, so services that trust port numbers (NFS ``secure``) trust it; r
 an untrusted guest never gets a reserved port to the site (NAT remaps it) and never
 reaches the node itself. That is why only images the site trusts go on the bridge.
 
-Jobs run through the wrapper's own code from the image onwards (racf_vm.job.run.JobRun:
-``image_inputs``, ``plan_job``, ``_execute``), as tests/integration/test_images_maintain.py
-does, without the setuid shim and its parent checks.
+Jobs run end to end: the stand-in starter runs the installed test shim, whose site (the
+test config) is switched to this network for the module and switched back afterwards.
 """
 
-import grp
 import os
-import pwd
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,23 +26,18 @@ from pathlib import Path
 
 import pytest
 
-from racf_vm.condor.request import JobRequest
 from racf_vm.config import load_config
 from racf_vm.core import jobtag
-from racf_vm.guest import install
-from racf_vm.images import catalog
-from racf_vm.job import plan as planner
-from racf_vm.job.run import JobRun
-from racf_vm.trust import pathtrust, privsep
-from racf_vm.vm import sizing, trustednet
+from racf_vm.vm import trustednet
 from tests.integration.sitenet import site as sitenet
 from tests.support import prereq, testenv
 
 pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-JOB_UID = 2501
+JOB_UID = testenv.JOB_USERS["racfjob"]
 SITE_STATIC = "00:16:3e:00:00:01"  # a host the site itself reserved an address for
+CONFIG = testenv.TEST_CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +52,9 @@ def site(libvirtd, job_user):
     net = sitenet.SiteNetwork(root, JOB_UID)
     untrusted_net = f"racf-untrusted-site{net.bridge[len('racfsite'):]}"
     try:
-        for d in ("etc", "etc/images.d", "cache", "execute"):
-            (root / d).mkdir(mode=0o755)
-        (root / "state").mkdir(mode=0o711)
-        shutil.copy(REPO / "images.d" / "guest" / "runner.sh", root / "etc" / "runner.sh")
         net.up()
-        config = _write_site(root, net, image_dir, untrusted_net)
-        yield {"root": root, "net": net, "config": config}
+        _write_site(net, image_dir, untrusted_net)
+        yield {"net": net}
     finally:
         net.down()
         sitenet.sh("virsh", "-c", "qemu:///system", "net-destroy", untrusted_net, check=False)
@@ -76,27 +63,14 @@ def site(libvirtd, job_user):
 
         detect.get_backend("auto").remove_all()  # the skeleton named our NAT bridge
         sitenet.remove_tree(root)
+        testenv.small_site()  # the test site as the other suites know it
 
 
-def _write_site(root: Path, net, image_dir: Path, untrusted_net: str) -> Path:
+def _write_site(net, image_dir: Path, untrusted_net: str) -> None:
+    """The test site on this network: its config, and a catalog of the sitenfs image as
+    trusted and as untrusted (kernel command lines naming the site's servers)."""
     n = net.bridge[len("racfsite"):]
-    config = root / "etc" / "racf-vm.toml"
-    config.write_text(f"""
-[paths]
-catalog_dir = "{root}/etc/images.d"
-state_dir = "{root}/state"
-image_dir = "{root}/cache"
-runner = "{root}/etc/runner.sh"
-
-[sizing]
-memory_per_core_mib = 512
-min_memory_mib = 128
-
-[timeouts]
-boot = 300
-poweroff = 60
-prepare = 600
-after_destroy = 60
+    testenv.write_site({}, extra=f"""after_destroy = 60
 
 [network]
 trusted_bridge = "{net.bridge}"
@@ -107,44 +81,23 @@ trusted_pool = "{net.pool}"
 name = "{untrusted_net}"
 bridge = "racfus{n}"
 subnet = "10.232.{n}.0/24"
+# the default deny list keeps untrusted guests off every private network, the test site's
+# too; this site opens its own so that the NAT's port remapping is what is tested
+deny = ["169.254.0.0/16", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4"]
 """)
-    os.chmod(config, 0o644)
     for name, trust in (("sitenfs", "trusted"), ("sitenfs-untrusted", "untrusted")):
         entry = testenv.catalog_entry(name, image_dir, trust)
         meta = testenv._image_toml(image_dir)
         entry = entry.replace(f'cmdline = "{meta["cmdline"]}"', f'cmdline = "{meta["cmdline"]} {net.guest_cmdline()}"')
         assert net.guest_cmdline() in entry
-        path = root / "etc" / "images.d" / f"{name}.toml"
-        path.write_text(entry)
-        os.chmod(path, 0o644)
-    return config
+        testenv.write_root_file(testenv.TEST_CATALOG / f"{name}.toml", entry)
 
 
-def _run_job(config_path: Path, image: str, script: str, capfd) -> tuple[int, str]:
-    """One job as the wrapper runs it from the image onwards; (exit status, its stdout)."""
-    cfg = load_config(str(config_path))
-    workdir = config_path.parent.parent / "execute" / f"dir_{os.getpid()}"
-    workdir.mkdir(mode=0o700)
-    os.chown(workdir, JOB_UID, JOB_UID)
-    run = JobRun(config_path=str(config_path), caller=privsep.Caller(JOB_UID, JOB_UID), user_args=[])
-    run.config = cfg
-    run.request = req = JobRequest(image=image, command="/bin/sh", args=("-c", script), env=(),
-                                   user="racfjob", uid=JOB_UID, gid=JOB_UID, workdir=str(workdir),
-                                   slot="slot1", cluster=12, proc=0)
-    try:
-        entry = catalog.load_catalog(cfg.paths.catalog_dir, check_trust=pathtrust.check_trusted_file).lookup(image)
-        resolved, base, layer, kind = run.image_inputs(entry, install.read_runner(cfg.paths.runner))
-        plan = planner.plan_job(planner.PlanInputs(
-            request=req, image=resolved, base=base, layer=layer, slot=sizing.read_slot(), config=cfg,
-            accel=kind, owner=jobtag.self_owner(),
-            qemu_uid=pwd.getpwnam(cfg.libvirt.qemu_user).pw_uid,
-            qemu_gid=grp.getgrnam(cfg.libvirt.qemu_group).gr_gid))
-        capfd.readouterr()
-        status = run._execute(plan)
-        return status, capfd.readouterr().out
-    finally:
-        run.cleanup()
-        shutil.rmtree(workdir, ignore_errors=True)
+def _run_job(image: str, script: str) -> tuple[int, str]:
+    """One job through the stand-in starter and the test shim; (exit status, its stdout)."""
+    one_line = "; ".join(line for line in script.splitlines() if line.strip())  # a job ad string has no line breaks
+    r = testenv.run_job(image, "/bin/sh", ["-c", one_line], keep_sandbox=False)
+    return r.status, r.stdout + r.stderr
 
 
 REPORT = """
@@ -167,7 +120,7 @@ def _reservation_files(net) -> list:
     return sorted(p.name for p in net.hostsdir.iterdir() if p.name.startswith(trustednet.FILE_PREFIX))
 
 
-def test_a_trusted_guest_gets_its_reserved_address_reserved_ports_and_the_sites_nfs(site, capfd):
+def test_a_trusted_guest_gets_its_reserved_address_reserved_ports_and_the_sites_nfs(site):
     net = site["net"]
     # the site's own reservation in the same directory: racf-vm must not hand out its address
     first = net.pool.split("-")[0]
@@ -180,13 +133,13 @@ def test_a_trusted_guest_gets_its_reserved_address_reserved_ports_and_the_sites_
 echo "host-file $(cat /site/from-host)"
 echo "written by uid $(id -u)" >/site/from-job && echo "wrote /site/from-job"
 """
-    status, stdout = _run_job(site["config"], "sitenfs", script, capfd)
+    status, stdout = _run_job("sitenfs", script)
     report = _report(stdout)
     assert status == 0, stdout
 
     # the reservation gave the guest its fixed address: the second of the pool (the site
     # holds the first), with the MAC that always comes with it on this node
-    prefix = load_config(str(site["config"])).network.trusted_mac_prefix
+    prefix = load_config(str(CONFIG)).network.trusted_mac_prefix
     expected_ip = first.rsplit(".", 1)[0] + "." + str(int(first.rsplit(".", 1)[1]) + 1)
     expected_mac = trustednet.pool_mac(prefix, 1)
     assert report["address"] == [f"{expected_ip}/24"], stdout
@@ -213,11 +166,11 @@ echo "written by uid $(id -u)" >/site/from-job && echo "wrote /site/from-job"
     assert (written.stat().st_uid, written.stat().st_gid) == (JOB_UID, JOB_UID)
 
 
-def test_an_untrusted_guests_root_never_gets_a_reserved_port_to_the_site(site, capfd):
+def test_an_untrusted_guests_root_never_gets_a_reserved_port_to_the_site(site):
     net = site["net"]
     before = sorted(p.name for p in net.export.iterdir())
     seen_before = {w: len(net.lowport_log(w)) for w in ("host", "server")}
-    status, stdout = _run_job(site["config"], "sitenfs-untrusted", REPORT + "ls /site\n", capfd)
+    status, stdout = _run_job("sitenfs-untrusted", REPORT + "ls /site\n")
     report = _report(stdout)
     assert status == 0, stdout
     assert report["uid"] == [str(JOB_UID)]
@@ -251,7 +204,7 @@ def test_gc_removes_reservations_whose_job_is_gone(site):
         path.write_text(f"02:72:74:80:00:09,{ip}\n")
         os.chmod(path, 0o644)
     try:
-        out = subprocess.run([sys.executable, "-m", "racf_vm.cli", "--config", str(site["config"]), "gc"],
+        out = subprocess.run([sys.executable, "-m", "racf_vm.cli", "--config", str(CONFIG), "gc"],
                              cwd=REPO, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         assert "1 site network reservation(s)" in out.stdout, out.stdout
@@ -267,7 +220,7 @@ def _cli(config: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_policy_explains_and_checks_the_site_network(site):
-    net, config = site["net"], site["config"]
+    net, config = site["net"], CONFIG
     out = _cli(config, "policy", "explain", "sitenfs")
     assert out.returncode == 0, out.stderr
     assert f"network:  site bridge {net.bridge} (the guest root has reserved ports there)" in out.stdout

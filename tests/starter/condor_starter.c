@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -661,12 +662,12 @@ static void write_inputs(void)
 
 /* Wait for the job, applying --vacate-after/--kill-after; a SIGTERM/SIGINT/SIGHUP to the
  * stand-in itself acts as a vacate. Polling keeps this simple and race-free. */
-static int wait_job(pid_t job)
+static int wait_job(pid_t job, struct rusage *ru)
 {
     double start = now(), term_at = -1;
     int st;
     for (;;) {
-        pid_t r = waitpid(job, &st, WNOHANG);
+        pid_t r = wait4(job, &st, WNOHANG, ru);
         if (r == job)
             return st;
         if (r < 0 && errno != EINTR)
@@ -794,7 +795,12 @@ int main(int argc, char **argv)
     if (job == 0)
         run_job_child(job_argv);
 
-    int st = wait_job(job);
+    struct rusage ru;
+    int st = wait_job(job, &ru);
+    /* the job and the children it reaped (QEMU is libvirtd's): what it cost this host */
+    fprintf(stderr, "starter: job used cpu=%.2fs maxrss=%ldKiB\n",
+            ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6,
+            ru.ru_maxrss);
     cleanup_armed = 0;
     remove_cgroups();
     if (!opt.keep_sandbox)

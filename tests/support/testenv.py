@@ -126,13 +126,13 @@ shutdown_grace = 5
 poweroff = 60
 {extra}
 """
-    _write_root_file(TEST_CONFIG, config)
+    write_root_file(TEST_CONFIG, config)
     wanted = {f"{name}.toml" for name in images}
     for old in TEST_CATALOG.glob("*.toml"):
         if old.name not in wanted:
             old.unlink()
     for name, (image_dir, trust) in images.items():
-        _write_root_file(TEST_CATALOG / f"{name}.toml", catalog_entry(name, image_dir, trust))
+        write_root_file(TEST_CATALOG / f"{name}.toml", catalog_entry(name, image_dir, trust))
 
 
 def small_site(*, prepare: bool = False, **write_kw) -> dict:
@@ -158,7 +158,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           check=True, capture_output=True, text=True, cwd="/", timeout=900)
 
 
-def _write_root_file(path: Path, text: str) -> None:
+def write_root_file(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.chown(tmp, 0, 0)

@@ -1,6 +1,7 @@
 """racf_vm.job.supervise: the guest's lifetime as a state machine, driven by a scripted
 guest (the real channels and libvirt are exercised by the integration and e2e suites)."""
 
+import dataclasses
 import io
 import tarfile
 import time
@@ -87,6 +88,37 @@ def test_exit_status_passes_through_and_the_guest_is_destroyed_once_output_is_co
     outcome = sup.run()
     assert (outcome.exit_status, outcome.output_bytes) == (3, len(_tar()))
     assert guest.destroyed  # not waited for: its disk is thrown away anyway
+
+
+class SlowToDie(FakeGuest):
+    """Its channels close ``delay`` seconds after the destroy (QEMU takes a while to exit); a
+    pump whose deadline has passed returns at once, as the real one does."""
+
+    def __init__(self, script, delay):
+        super().__init__(script)
+        self.delay, self.eof_at, self.pumps_after_destroy = delay, None, 0
+
+    def pump(self, deadline, *args):
+        if not self.destroyed:
+            return super().pump(deadline, *args)
+        self.pumps_after_destroy += 1
+        if self.eof_at is None:
+            self.eof_at = time.monotonic() + self.delay
+        if deadline <= time.monotonic():
+            return PumpResult("deadline", self.output, False)
+        time.sleep(max(0.0, min(deadline, self.eof_at) - time.monotonic()))
+        return PumpResult("eof" if time.monotonic() >= self.eof_at else "deadline", self.output, False)
+
+
+def test_a_destroyed_guest_is_waited_for_without_spinning(fake_domain):
+    """Health checks stop with the destroy; the wait for the guest's end must then not be cut
+    to the (past) time of the next check: that spun the CPU and missed the end."""
+    guest = fake_domain["g"] = SlowToDie([("status", "started"), ("output", _tar()), ("status", "exit", 3)], 0.15)
+    t = dataclasses.replace(FAST, health=0.01, after_destroy=1.0)
+    sup = supervise.Supervisor("dom", guest, io.BytesIO(), t, LimitsConfig(), exec_time=time.monotonic(),
+                               terminated=lambda: False, checks=[lambda: time.sleep(0.02)])
+    assert sup.run().exit_status == 3
+    assert guest.destroyed and guest.pumps_after_destroy <= 5, guest.pumps_after_destroy
 
 
 def test_incomplete_output_waits_for_poweroff_then_destroys(fake_domain):
