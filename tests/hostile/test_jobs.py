@@ -5,6 +5,7 @@ hostile guest filesystem for libguestfs (row 40). Few real boots: attacks are co
 import os
 import re
 import resource
+import stat
 import subprocess
 import threading
 import time
@@ -411,3 +412,33 @@ def test_item9_a_guest_flooding_the_status_port_costs_bounded_log_lines(site):
     assert used, result.stderr
     print(f"\nflooded job: {used.group(0)}")
     assert float(used.group(1)) < FLOOD_CPU_SECONDS and int(used.group(2)) < FLOOD_MAXRSS_KIB, used.group(0)
+
+
+OUTPUT_ATTACK = ("echo data > a.txt; ln a.txt again; mkfifo pipe; ln -s /etc/passwd passwd-link; "
+                 "mkdir d; ln -s /etc d/etc; ln -s .. d/up; echo kept > d/b.txt; echo done")
+
+
+def test_item7_the_guests_output_comes_back_as_regular_files_only(site):
+    """The job (as its user in the guest) leaves a hard link, a FIFO and symbolic links,
+    one of them to a directory outside the sandbox, among its output: only regular files
+    (a hard link comes back as a copy of its own, the host never links) and directories
+    come back; the rest is refused and named in one line."""
+    result = run(command="/bin/sh", args=["-c", OUTPUT_ATTACK], keep_sandbox=True)
+    try:
+        assert result.status == 0 and result.stdout == "done\n", result.stderr
+        sb = result.sandbox
+        assert (sb / "a.txt").read_text() == "data\n" and (sb / "d" / "b.txt").read_text() == "kept\n"
+        for name in ("pipe", "passwd-link", "d/etc", "d/up"):
+            assert not os.path.lexists(sb / name), name
+        for path in [sb / "a.txt", sb / "again", sb / "d", sb / "d" / "b.txt"]:
+            assert path.lstat().st_uid == JOB_UID, path
+        for name in ("a.txt", "again"):
+            st = (sb / name).lstat()
+            assert stat.S_ISREG(st.st_mode) and st.st_nlink == 1, name
+        lines = racf_lines(result)
+        assert len(lines) == 1 and "4 output entries refused" in lines[0], lines
+        for name in ("pipe: fifo", "passwd-link: symbolic link", "d/etc: symbolic link", "d/up: symbolic link"):
+            assert name in lines[0], (name, lines[0])
+    finally:
+        if result.sandbox:
+            subprocess.run(["rm", "-rf", str(result.sandbox)])
