@@ -64,3 +64,17 @@ def test_this_host_has_one():
     """`make deps` installs linux-image-amd64: the real host must have a complete kernel."""
     k = hostkernel.installed_kernel()
     assert k.vmlinuz.is_file() and (k.modules / "modules.dep").is_file()
+
+
+def test_a_kernel_update_changes_the_test_images_recipe_key(dirs, monkeypatch):
+    """The cached small image is keyed by the kernel it carries: an update rebuilds it."""
+    from tests.images import build
+
+    boot, modules = dirs
+    _install(boot, modules, rel(57))
+    monkeypatch.setattr(build, "installed_kernel", lambda: hostkernel.installed_kernel(boot, modules))
+    before = {name: build.recipe_hash(name) for name in ("small", "sitenfs")}
+    _install(boot, modules, rel(58))
+    after = {name: build.recipe_hash(name) for name in ("small", "sitenfs")}
+    assert all(after[n] != before[n] for n in before)
+    assert build.recipe_hash("small") == after["small"]  # and stays put while nothing changes

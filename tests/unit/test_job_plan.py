@@ -138,3 +138,20 @@ def test_untrusted_images_get_no_credentials_unless_the_catalog_says_so():
     allowed = dataclasses.replace(untrusted, credentials=True)
     p = planner.plan_job(inputs(request=req, image=allowed))
     assert p.guest_request.env == creds and not p.withhold_credentials
+
+
+@pytest.mark.parametrize("mode", ["ro", "rw"])
+def test_libvirt_gets_only_paths_root_controls(mode):
+    """Issue 12 item 2: the user's data file is copied by root into the job directory; the
+    domain names that copy (or an overlay on it), never a path in the user's sandbox."""
+    req = dataclasses.replace(REQUEST, scratch_bytes=GIB, scratch_path="/scratch", data_file="in.qcow2",
+                              data_path="/data", data_mode=mode, data_format="qcow2", data_bytes=GIB,
+                              export_scratch=True)
+    p = planner.plan_job(inputs(request=req))
+    xml = ET.fromstring(build_domain_xml(p.domain))
+    sources = [e.get("file") for e in xml.iter("source") if e.get("file")]
+    assert len(sources) >= 5  # root, its layer and base, context, scratch, data (+ its copy)
+    root_owned = (p.job_dir + "/", "/var/lib/racf-vm/")
+    assert all(s.startswith(root_owned) for s in sources), sources
+    assert not any(s.startswith(REQUEST.workdir) for s in sources), sources
+    assert p.storage.data_copy.source == "in.qcow2"  # read (as the user) from the sandbox by name only
