@@ -5,6 +5,7 @@ hostile guest filesystem for libguestfs (row 40). Few real boots: attacks are co
 import os
 import re
 import resource
+import signal
 import stat
 import subprocess
 import threading
@@ -442,3 +443,47 @@ def test_item7_the_guests_output_comes_back_as_regular_files_only(site):
     finally:
         if result.sandbox:
             subprocess.run(["rm", "-rf", str(result.sandbox)])
+
+
+# issue 11 item 3: the job's process (as the user, under the starter) blocks every signal,
+# ignores the ones a wrapper relies on and arms a timer, then execs the shim: all of that
+# survives exec, and the wrapper must start from defaults (SIGCHLD ignored would make its
+# waits fail; the timer's SIGALRM would kill it)
+SIGNAL_STATE_THEN_EXEC = (  # one line: the job ad's Arguments cannot hold a line break
+    "import os, signal, sys; "
+    "signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals()); "
+    "[signal.signal(s, signal.SIG_IGN) for s in "
+    "(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGALRM)]; "
+    "signal.setitimer(signal.ITIMER_REAL, 2.0, 1.0); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _signal_state(pid: int) -> dict:
+    status = open(f"/proc/{pid}/status").read()
+    return {k: int(v, 16) for k, v in re.findall(r"^(SigBlk|SigIgn):\s*([0-9a-f]+)$", status, re.M)}
+
+
+def test_item3_signal_state_left_through_exec_is_reset(site):
+    """The wrapper starts from default signal state whatever the process that exec'd it
+    left: nothing blocked, nothing ignored but what Python ignores itself, no timer armed
+    (it would have killed the wrapper with SIGALRM two seconds in)."""
+    cmd = testenv.job_command("busybox", "/bin/sh", ["-c", "echo ready; sleep 4; echo done"], keep_sandbox=False,
+                              job_argv=[testenv.PYTHON, "-c", SIGNAL_STATE_THEN_EXEC, str(testenv.SHIM),
+                                        "-i", "busybox"])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert proc.stdout.readline() == b"ready\n"  # the guest runs: the wrapper is in its job loop
+        kids = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+        (wrapper,) = [int(k) for k in kids if "python" in _exe(k)]
+        state = _signal_state(wrapper)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert out == b"done\n"
+    assert state["SigBlk"] == 0, state
+    python_ignores = (1 << (signal.SIGPIPE - 1)) | (1 << (signal.SIGXFSZ - 1))
+    assert state["SigIgn"] & ~python_ignores == 0, hex(state["SigIgn"])
