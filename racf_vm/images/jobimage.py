@@ -69,16 +69,11 @@ def resolve_offline(entry: ImageEntry, config) -> Optional[ImageEntry]:
         return None if entry.follow else entry
     cache_dir = os.path.normpath(config.images.cache_dir)
     name = os.path.basename(entry.path)
-    known = index.load(cache_dir).get(name)
-    if known is None or (not entry.follow and known.sha256 != entry.sha256):
+    found = _verified_on_disk(cache_dir, name, None if entry.follow else entry.sha256)
+    if found is None:
         return None
-    try:
-        st = os.stat(os.path.join(cache_dir, name), follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    if not known.matches(st):
-        return None
-    return entry.resolved(known.sha256, versions.version_path(cache_dir, name, known.sha256))
+    sha256, _st = found
+    return entry.resolved(sha256, versions.version_path(cache_dir, name, sha256))
 
 
 def resolve(entry: ImageEntry, config, *, progress: Optional[Progress] = None) -> ImageEntry:
@@ -131,19 +126,26 @@ def _listed(client: Client, cache_dir: str, source, cfg, entry: ImageEntry):
     return remote
 
 
-def _current(cache_dir: str, name: str, sha256: str, lock_timeout: float) -> Optional[str]:
-    """The version link if the cached file is verified with ``sha256`` (made under the
-    image's lock when missing); None otherwise. A stat and an index read when all is well."""
+def _verified_on_disk(cache_dir: str, name: str, sha256: Optional[str]):
+    """(sha256, stat) of the cached file ``name`` while the index's record of it still
+    matches the file (and has ``sha256``, when given); None otherwise."""
     known = index.load(cache_dir).get(name)
-    if known is None or known.sha256 != sha256:
+    if known is None or (sha256 is not None and known.sha256 != sha256):
         return None
     try:
         st = os.stat(os.path.join(cache_dir, name), follow_symlinks=False)
     except FileNotFoundError:
         return None
-    if not known.matches(st):
+    return (known.sha256, st) if known.matches(st) else None
+
+
+def _current(cache_dir: str, name: str, sha256: str, lock_timeout: float) -> Optional[str]:
+    """The version link if the cached file is verified with ``sha256`` (made under the
+    image's lock when missing); None otherwise. A stat and an index read when all is well."""
+    found = _verified_on_disk(cache_dir, name, sha256)
+    if found is None:
         return None
-    path = versions.current_link(cache_dir, name, sha256, st)
+    path = versions.current_link(cache_dir, name, sha256, found[1])
     if path is not None:
         return path
     with image_lock(cache_dir, name, lock_timeout):
